@@ -1,0 +1,232 @@
+"""Settings as frozen, validated dataclasses, saved as JSON next to every result.
+
+Each class checks its own values at construction and raises :class:`ConfigError` with a message that
+says what to change. ``to_dict`` / ``from_dict`` round-trip through plain JSON types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+AUGMENTATIONS = ("none", "crop", "flip_crop")
+SCOPES = ("last", "weights", "all")
+SOLVERS = ("lissa", "lissa-auto", "cg", "exact", "identity")
+GS_METHODS = ("auto", "closed", "jvp", "vmap", "loop")
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value is None or (value < 0 if allow_zero else value <= 0):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+class _Serializable:
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, _Serializable):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) for {cls.__name__}: {', '.join(unknown)}")
+        kwargs = {}
+        for name, value in data.items():
+            sub = _NESTED.get((cls.__name__, name))
+            if sub is not None and isinstance(value, dict):
+                value = sub.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Serializable):
+    """A train-from-scratch SGD recipe (one per round)."""
+
+    epochs: int = 30
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    milestones: tuple[int, ...] = (24,)
+    gamma: float = 0.1
+    augment: str = "none"
+    drop_last: bool = False
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"train.epochs must be an integer >= 1, got {self.epochs!r}")
+        _positive("train.lr", self.lr)
+        _positive("train.momentum", self.momentum, allow_zero=True)
+        _positive("train.weight_decay", self.weight_decay, allow_zero=True)
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be an integer >= 1, got {self.batch_size!r}")
+        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        if any(m < 1 or m > self.epochs for m in self.milestones):
+            raise ConfigError(f"train.milestones must lie in 1..epochs ({self.epochs}), got {list(self.milestones)}")
+        _positive("train.gamma", self.gamma)
+        _choice("train.augment", self.augment, AUGMENTATIONS)
+
+    @classmethod
+    def preset(cls, name: str) -> "TrainConfig":
+        if name not in TRAIN_PRESETS:
+            raise ConfigError(f"unknown training preset {name!r}; choose one of {', '.join(TRAIN_PRESETS)}")
+        return TRAIN_PRESETS[name]
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    # The paper's recipe (Learning-Loss CIFAR protocol): SGD 0.1, momentum 0.9, wd 5e-4, batch 128,
+    # 200 epochs, x0.1 at 160, horizontal flip + pad-4 random crop, drop_last.
+    "paper": TrainConfig(epochs=200, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
+                         milestones=(160,), gamma=0.1, augment="flip_crop", drop_last=True),
+    # A short recipe for the offline MNIST subset on CPU.
+    "demo": TrainConfig(epochs=30, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64,
+                        milestones=(24,), gamma=0.1, augment="none"),
+    # A very short recipe for tests.
+    "fast": TrainConfig(epochs=8, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=32,
+                        milestones=(), gamma=0.1, augment="none"),
+}
+
+
+@dataclass(frozen=True)
+class InfluenceConfig(_Serializable):
+    """How ISAL computes v, s_test = H^-1 v and the per-item scores.
+
+    solver:
+      ``lissa``      the supplement's Algorithm 1 (``h <- v + (1-d) h - H_z h / scale``); the fixed point is
+                     ``scale * (H + d*scale I)^-1 v``, i.e. an effective damping of ``d*scale``. As in the
+                     official code the result is *not* divided by ``scale`` (rankings are unaffected).
+      ``lissa-auto`` LiSSA with the scale from a power-iteration estimate of the top eigenvalue and an explicit
+                     damping; divergence raises :class:`~influal.errors.SolverError`.
+      ``cg``         conjugate gradient on ``(H + damping I) x = v``.
+      ``exact``      dense Hessian + Cholesky (scopes up to ``exact_max_params`` parameters).
+      ``identity``   ``s = v`` (the official code's "gradient similarity" ablation).
+    """
+
+    scope: str = "weights"
+    solver: str = "lissa"
+    damping: float = 0.01
+    scale: float = 1e4
+    lissa_depth: int = 250
+    lissa_repeats: int = 4
+    hvp_batch_size: int = 1
+    cg_max_iter: int = 100
+    cg_tol: float = 1e-6
+    exact_max_params: int = 20_000
+    gs_method: str = "auto"
+    batch_size: int = 256
+    reference_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice("influence.scope", self.scope, SCOPES)
+        _choice("influence.solver", self.solver, SOLVERS)
+        _choice("influence.gs_method", self.gs_method, GS_METHODS)
+        _positive("influence.damping", self.damping, allow_zero=True)
+        _positive("influence.scale", self.scale)
+        for name in ("lissa_depth", "lissa_repeats", "hvp_batch_size", "cg_max_iter", "exact_max_params", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"influence.{name} must be an integer >= 1, got {value!r}")
+        _positive("influence.cg_tol", self.cg_tol)
+        if self.reference_size is not None and (not isinstance(self.reference_size, int) or self.reference_size < 1):
+            raise ConfigError(f"influence.reference_size must be an integer >= 1 or null, got {self.reference_size!r}")
+
+    @property
+    def effective_damping(self) -> float:
+        """The λ of the system ``(H + λI) s = v`` that the chosen solver targets."""
+        if self.solver == "lissa":
+            return self.damping * self.scale
+        return self.damping
+
+
+INFLUENCE_PRESETS: dict[str, InfluenceConfig] = {
+    # The official classification settings: all weight tensors, LiSSA 4 chains x 250, d=0.01, scale=1e4,
+    # single-sample HVPs (drawn at random here; the official code reads the first 1000 labeled in file order).
+    "paper": InfluenceConfig(scope="weights", solver="lissa", damping=0.01, scale=1e4,
+                             lissa_depth=250, lissa_repeats=4, hvp_batch_size=1),
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(_Serializable):
+    """One active-learning experiment: datasets, model, strategies, budget schedule, seeds.
+
+    ``rounds`` counts trained-and-evaluated models: round 0 trains on the ``initial`` random set and
+    rounds 1..rounds-1 each add ``budget`` items chosen by the strategy (the paper's "10 steps, 1k..10k").
+    """
+
+    dataset: str = "mnist5k"
+    model: str = "cnn"
+    strategies: tuple[str, ...] = ("isal", "random")
+    initial: int = 100
+    budget: int = 100
+    rounds: int = 5
+    seeds: int = 3
+    first_seed: int = 0
+    task: str = "classification"
+    data_root: str | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+    device: str = "auto"
+    train: TrainConfig = field(default_factory=lambda: TRAIN_PRESETS["demo"])
+    influence: InfluenceConfig = field(default_factory=InfluenceConfig)
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strategies", tuple(self.strategies))
+        if not self.strategies:
+            raise ConfigError("strategies must name at least one strategy, e.g. --strategies isal,random")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ConfigError(f"strategies lists a name twice: {','.join(self.strategies)}")
+        for name in ("initial", "budget", "rounds", "seeds"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.first_seed, int) or self.first_seed < 0:
+            raise ConfigError(f"first_seed must be an integer >= 0, got {self.first_seed!r}")
+        for name in ("val_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.train, dict):
+            object.__setattr__(self, "train", TrainConfig.from_dict(self.train))
+        if isinstance(self.influence, dict):
+            object.__setattr__(self, "influence", InfluenceConfig.from_dict(self.influence))
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def final_labeled(self) -> int:
+        """Number of labeled items after the last round."""
+        return self.initial + self.budget * (self.rounds - 1)
+
+
+_NESTED = {
+    ("ExperimentConfig", "train"): TrainConfig,
+    ("ExperimentConfig", "influence"): InfluenceConfig,
+}

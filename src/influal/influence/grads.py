@@ -1,0 +1,139 @@
+"""Gradients for influence: the summed reference gradient v, and per-sample g_z·s for whole batches.
+
+Per-sample scores never materialise a per-sample gradient of the whole pool:
+- ``closed``: the final linear layer under cross-entropy, g·s = (p - onehot(y))ᵀ (S_W f + s_b);
+- ``jvp``:    one forward-mode pass gives the directional derivative of every per-sample loss along s;
+- ``vmap``:   per-sample gradients of one batch (torch.func.vmap(grad)), reduced against s at once;
+- ``loop``:   batch-size-1 autograd, the reference implementation used by tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..models.introspect import forward_with_features, last_linear
+from .params import ParamScope
+
+Batches = Iterable[tuple[torch.Tensor, Any, Any]]
+
+
+def reference_gradient(model: nn.Module, task, batches: Batches, scope: ParamScope) -> torch.Tensor:
+    """v = Σ_r ∇ l(r, y_r): one backward of the summed loss per batch."""
+    v = torch.zeros(scope.numel, device=scope.params[0].device)
+    for _, x, y in batches:
+        v += scope.grad(task.loss(model, x, y).sum()).detach()
+    return v
+
+
+def _functional(model: nn.Module, scope: ParamScope) -> Callable[[dict[str, torch.Tensor]], Callable]:
+    from torch.func import functional_call
+
+    base = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def with_params(scoped: dict[str, torch.Tensor]) -> Callable:
+        params = dict(base)
+        params.update(scoped)
+        return lambda inp: functional_call(model, (params, buffers), (inp,))
+
+    return with_params
+
+
+def gs_loop(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
+    """Reference: one backward per sample."""
+    out = []
+    for i in range(len(y)):
+        xi = x[i:i + 1]
+        yi = y[i:i + 1]
+        out.append(scope.grad(task.loss(model, xi, yi).sum()) @ s)
+    return torch.stack(out).detach()
+
+
+def gs_jvp(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
+    """Forward-mode: d/dε l_i(θ + ε s) for every i in one pass."""
+    from torch.func import jvp
+
+    with_params = _functional(model, scope)
+    primals = {n: p.detach() for n, p in zip(scope.names, scope.params)}
+    tangents = scope.as_dict(s)
+
+    def losses(scoped):
+        return task.loss(with_params(scoped), x, y)
+
+    return jvp(losses, (primals,), (tangents,))[1].detach()
+
+
+def gs_vmap(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
+    """Per-sample gradients of one batch by vmap(grad), contracted with s."""
+    from torch.func import grad, vmap
+
+    with_params = _functional(model, scope)
+    primals = {n: p.detach() for n, p in zip(scope.names, scope.params)}
+    s_parts = scope.as_dict(s)
+
+    def one(scoped, xi, yi):
+        return task.loss(with_params(scoped), xi.unsqueeze(0), yi.unsqueeze(0)).sum()
+
+    grads = vmap(grad(one), in_dims=(None, 0, 0))(primals, x, y)
+    return sum((grads[n].flatten(1) @ s_parts[n].flatten()) for n in scope.names).detach()
+
+
+def gs_closed_last(model: nn.Module, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
+    """Closed form for the last linear layer under cross-entropy: ∂l/∂W = (p - e_y) fᵀ, ∂l/∂b = p - e_y."""
+    prefix, layer = last_linear(model)
+    feats, logits = forward_with_features(model, x)
+    resid = F.softmax(logits, dim=1)
+    resid[torch.arange(len(y)), y] -= 1.0
+    parts = scope.as_dict(s)
+    proj = feats @ parts[f"{prefix}.weight" if prefix else "weight"].T
+    bias_name = f"{prefix}.bias" if prefix else "bias"
+    if bias_name in parts:
+        proj = proj + parts[bias_name]
+    return (resid * proj).sum(1)
+
+
+def closed_form_applies(model: nn.Module, task, scope: ParamScope) -> bool:
+    """The closed form needs scope 'last' exactly and a cross-entropy classification task."""
+    from ..tasks.classification import ClassificationTask
+
+    if not isinstance(task, ClassificationTask):
+        return False
+    try:
+        prefix, layer = last_linear(model)
+    except ConfigError:
+        return False
+    expected = [n for n, _ in layer.named_parameters(prefix=prefix)]
+    return sorted(scope.names) == sorted(expected)
+
+
+GS_METHODS = {"loop": gs_loop, "jvp": gs_jvp, "vmap": gs_vmap}
+
+
+def choose_method(method: str, model: nn.Module, task, scope: ParamScope) -> str:
+    if method == "auto":
+        return "closed" if closed_form_applies(model, task, scope) else "jvp"
+    if method == "closed" and not closed_form_applies(model, task, scope):
+        raise ConfigError("gs_method 'closed' needs scope 'last' on a classifier with a final nn.Linear; "
+                          "use 'auto' or 'jvp'")
+    return method
+
+
+@torch.no_grad()
+def _no_grad_closed(model, x, y, scope, s):
+    return gs_closed_last(model, x, y, scope, s)
+
+
+def per_sample_dot(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor, method: str) -> torch.Tensor:
+    """g_i·s for every sample i of one batch (targets ``y`` fixed, e.g. pseudo-labels)."""
+    if method == "closed":
+        return _no_grad_closed(model, x, y, scope, s)
+    if hasattr(task, "per_sample_dot"):  # a task may provide its own fast path (detection heads)
+        result = task.per_sample_dot(model, x, y, scope, s, method)
+        if result is not None:
+            return result
+    return GS_METHODS[method](model, task, x, y, scope, s)
