@@ -32,7 +32,6 @@ from .report import write_reports
 from .state import ActiveState, RoundRecord
 from .strategies import SelectionContext, make_strategy
 from .tasks import ClassificationTask
-from .train import train_classifier
 
 ModelFactory = Callable[[], nn.Module]
 Log = Callable[[str], None]
@@ -156,8 +155,8 @@ class Experiment:
         torch.manual_seed(train_seed)
         model = self.model_factory().to(self.device)
         t0 = time.perf_counter()
-        train_classifier(model, self.task, self.splits.pool, labeled, cfg.train,
-                         torch.Generator().manual_seed(train_seed), progress=progress)
+        self.task.train(model, self.splits.pool, labeled, cfg.train, torch.Generator().manual_seed(train_seed),
+                        progress=progress)
         timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         metrics = self.task.evaluate(model, self.splits.test)

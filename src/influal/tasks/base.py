@@ -38,3 +38,7 @@ class Task(Protocol):
 
     def cost(self, dataset: Dataset, ids: Sequence[int]) -> float:
         """The labelling cost of ``ids``: number of labels, or ground-truth boxes."""
+
+    def train(self, model: torch.nn.Module, dataset: Dataset, ids: Sequence[int], cfg: Any,
+              generator: torch.Generator, *, progress: bool = False) -> torch.nn.Module:
+        """Train ``model`` (freshly initialised) on ``ids``; return it in eval mode."""

@@ -64,3 +64,10 @@ class ClassificationTask:
 
     def cost(self, dataset: Dataset, ids: Sequence[int]) -> float:
         return float(len(ids))
+
+    def train(self, model: torch.nn.Module, dataset: Dataset, ids: Sequence[int], cfg, generator: torch.Generator,
+              *, progress: bool = False, loss_fn=None) -> torch.nn.Module:
+        """Train from scratch with the SGD recipe ``cfg`` (a :class:`~influal.config.TrainConfig`)."""
+        from ..train import train_classifier
+
+        return train_classifier(model, self, dataset, ids, cfg, generator, progress=progress, loss_fn=loss_fn)
