@@ -31,6 +31,12 @@ def test_run_and_report_on_offline_mnist(tmp_path, capsys):
     assert main(argv) == 0
     assert main(["report", str(out)]) == 0
     assert "| isal |" in capsys.readouterr().out
+    # the self-check rebuilds the saved run's last model exactly and compares solvers with the exact solve
+    assert main(["check-influence", str(out), "--seed", "0", "--solvers", "cg,identity"]) == 0
+    printed = capsys.readouterr().out
+    assert "reproduced exactly: yes" in printed
+    assert "cg:" in printed and "-> accurate" in printed.split("cg:")[1].splitlines()[0]
+    _fails(capsys, ["check-influence", str(out), "--solvers", "newton"], "unknown solver")
 
 
 @pytest.mark.parametrize("extra, message", [

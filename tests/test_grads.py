@@ -6,7 +6,7 @@ import torch
 
 from influal.config import InfluenceConfig
 from influal.influence import InfluenceEngine, ParamScope, per_sample_dot, reference_gradient
-from influal.influence.grads import choose_method, gs_loop
+from influal.influence.grads import choose_method, gs_jvp, gs_loop
 from influal.models import ResNet18, SmallCNN
 from influal.tasks import ClassificationTask
 
@@ -41,6 +41,21 @@ def test_batched_dots_match_loop(model_name, scope_name, method):
     loop = gs_loop(model, task, x, y, scope, s).numpy()
     assert fast.shape == (6,)
     assert _rel_err(fast, loop) < 1e-5
+
+
+@pytest.mark.parametrize("scope_name", ["last", "weights"])
+def test_generic_loss_jvp_and_fused_pseudo_labels_match_loop(scope_name):
+    model = _model("resnet")
+    task = ClassificationTask(4)
+    scope = ParamScope(model, scope_name)
+    x, _ = blobs(5, num_classes=4, size=12, seed=4).get_batch(np.arange(5))
+    s = torch.randn(scope.numel, generator=torch.Generator().manual_seed(6))
+    pseudo = model(x).argmax(1)
+    loop = gs_loop(model, task, x, pseudo, scope, s).numpy()
+    assert _rel_err(gs_jvp(model, task, x, pseudo, scope, s).numpy(), loop) < 1e-5  # task-agnostic JVP
+    for method in ("jvp", "loop") + (("closed",) if scope_name == "last" else ()):
+        fused = per_sample_dot(model, task, x, None, scope, s, method).numpy()  # y=None: pseudo-labels
+        assert _rel_err(fused, loop) < 1e-5
 
 
 def test_auto_method_picks_closed_form_for_last_and_jvp_otherwise():

@@ -81,9 +81,14 @@ class Experiment:
         """Check everything that can be checked before anything is written; raise InflualError if not runnable."""
         for name in config.strategies:
             make_strategy(name)
-        if config.task != "classification":
-            raise ConfigError(f"task {config.task!r} is not supported by this runner; use 'classification'")
+        if config.task not in ("classification", "detection"):
+            raise ConfigError(f"task {config.task!r} is not supported; use 'classification' or 'detection'")
         device = resolve_device(config.device)
+        task = None
+        if config.task == "detection":  # detection brings its own data, task and detector factory
+            from .detection.runner import prepare_detection
+
+            splits, task, model_factory = prepare_detection(config, device, splits=splits, model_factory=model_factory)
         if model_factory is None:
             build_model(config.model, 10, 1, 28)  # validates the name before loading data
         if splits is None:
@@ -110,7 +115,8 @@ class Experiment:
         if model_factory is None:
             def model_factory() -> nn.Module:
                 return build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size)
-        task = ClassificationTask(splits.num_classes, device, config.eval_batch_size)
+        if task is None:
+            task = ClassificationTask(splits.num_classes, device, config.eval_batch_size)
         return cls(config, splits, task, model_factory, out, device)
 
     def run(self, *, progress: bool = False, log: Log | None = None) -> dict[tuple[str, int], ActiveState]:
@@ -122,7 +128,16 @@ class Experiment:
             for strategy in self.config.strategies:
                 states[(strategy, seed)] = self.run_one(strategy, seed, progress=progress, log=log)
         write_reports(self.out, self.task.metric_name)
+        if self.config.task == "detection":
+            from .report import write_box_report
+
+            write_box_report(self.out, self.task.metric_name)
         return states
+
+    def reached_target(self, metrics: dict) -> bool:
+        """Whether a round's metrics reach ``detection.target_ap``, which ends that run early."""
+        target = self.config.detection.target_ap if self.config.task == "detection" else None
+        return target is not None and metrics.get(self.task.metric_name, float("-inf")) >= target
 
     def run_one(self, strategy_name: str, seed: int, *, progress: bool = False, log: Log | None = None) -> ActiveState:
         """Run (or resume) one strategy with one seed to the last round."""
@@ -135,7 +150,7 @@ class Experiment:
             state = ActiveState.start(strategy_name, seed, initial_labeled(len(self.splits.pool), cfg.initial, seed),
                                       len(self.splits.pool))
         strategy = make_strategy(strategy_name)
-        while state.next_round < cfg.rounds:
+        while state.next_round < cfg.rounds and not (state.rounds and self.reached_target(state.rounds[-1].metrics)):
             record = self.run_round(strategy, state, progress=progress)
             state.add_round(record)
             state.save(path)
@@ -146,23 +161,38 @@ class Experiment:
                 f"select {record.timings.get('select_s', 0.0):.1f}s)")
         return state
 
+    def train_model(self, strategy, seed: int, round_index: int, labeled, *, progress: bool = False) -> nn.Module:
+        """The model of (seed, round): a fresh init and training shuffles seeded by (seed, "train", round).
+
+        Deterministic, so a saved run's model of any round can be rebuilt exactly from its state.
+        """
+        train_seed = derive_seed(seed, "train", round_index)
+        torch.manual_seed(train_seed)
+        model = self.model_factory().to(self.device)
+        # A strategy that changes training (learning loss) returns the module to train and a loss_fn for
+        # task.train; it keeps what it needs for its select(). Others train the plain model as before.
+        prepare = getattr(strategy, "prepare_training", None)
+        extra = {}
+        trained = model
+        if prepare is not None:
+            trained, extra["loss_fn"] = prepare(model, self.task, self.splits.pool, labeled, self.config.train)
+        self.task.train(trained, self.splits.pool, labeled, self.config.train,
+                        torch.Generator().manual_seed(train_seed), progress=progress, **extra)
+        return model
+
     def run_round(self, strategy, state: ActiveState, *, progress: bool = False) -> RoundRecord:
         cfg = self.config
         r = state.next_round
         labeled = state.labeled_array()
         timings = {}
-        train_seed = derive_seed(state.seed, "train", r)
-        torch.manual_seed(train_seed)
-        model = self.model_factory().to(self.device)
         t0 = time.perf_counter()
-        self.task.train(model, self.splits.pool, labeled, cfg.train, torch.Generator().manual_seed(train_seed),
-                        progress=progress)
+        model = self.train_model(strategy, state.seed, r, labeled, progress=progress)
         timings["train_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         metrics = self.task.evaluate(model, self.splits.test)
         timings["eval_s"] = time.perf_counter() - t0
         selected, summary = [], {}
-        if r < cfg.rounds - 1:
+        if r < cfg.rounds - 1 and not self.reached_target(metrics):
             ctx = SelectionContext(model=model, task=self.task, pool=self.splits.pool, labeled_ids=labeled,
                                    unlabeled_ids=state.unlabeled_array(), reference=self.splits.val,
                                    generator=torch.Generator().manual_seed(derive_seed(state.seed, "select",

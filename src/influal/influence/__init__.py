@@ -3,6 +3,17 @@
 It knows nothing about images or boxes: it talks to models only through a Task.
 """
 
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    # torch.func's forward-mode decompositions call the deprecated torch.jit.script once, at first import;
+    # import them here so users do not see torch's internal FutureWarning on every run.
+    _warnings.simplefilter("ignore", FutureWarning)
+    try:
+        import torch._decomp.decompositions_for_jvp  # noqa: F401
+    except ImportError:  # a torch without that module has nothing to silence
+        pass
+
 from .grads import per_sample_dot, reference_gradient
 from .hvp import HessianOperator
 from .params import ParamScope

@@ -24,7 +24,7 @@ Batches = Iterable[tuple[torch.Tensor, Any, Any]]
 
 def reference_gradient(model: nn.Module, task, batches: Batches, scope: ParamScope) -> torch.Tensor:
     """v = Σ_r ∇ l(r, y_r): one backward of the summed loss per batch."""
-    v = torch.zeros(scope.numel, device=scope.params[0].device)
+    v = torch.zeros(scope.numel, device=scope.params[0].device, dtype=scope.params[0].dtype)
     for _, x, y in batches:
         v += scope.grad(task.loss(model, x, y).sum()).detach()
     return v
@@ -84,17 +84,41 @@ def gs_vmap(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) ->
 
 
 def gs_closed_last(model: nn.Module, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
-    """Closed form for the last linear layer under cross-entropy: ∂l/∂W = (p - e_y) fᵀ, ∂l/∂b = p - e_y."""
-    prefix, layer = last_linear(model)
+    """Closed form for the last linear layer under cross-entropy: ∂l/∂W = (p - e_y) fᵀ, ∂l/∂b = p - e_y.
+
+    ``y=None`` uses the argmax pseudo-label of the same forward pass (no second forward).
+    """
+    prefix, _ = last_linear(model)
     feats, logits = forward_with_features(model, x)
+    return _ce_directional(logits, y, _closed_projection(prefix, feats, scope.as_dict(s)))
+
+
+def _closed_projection(prefix: str, feats: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+    name = f"{prefix}." if prefix else ""
+    proj = feats @ parts[f"{name}weight"].T
+    if f"{name}bias" in parts:
+        proj = proj + parts[f"{name}bias"]
+    return proj
+
+
+def _ce_directional(logits: torch.Tensor, y, dlogits: torch.Tensor) -> torch.Tensor:
+    """d/dε CE(logits + ε·dlogits, y) = (softmax(logits) - e_y) · dlogits, with y = argmax if None."""
+    if y is None:
+        y = logits.argmax(1)
     resid = F.softmax(logits, dim=1)
     resid[torch.arange(len(y)), y] -= 1.0
-    parts = scope.as_dict(s)
-    proj = feats @ parts[f"{prefix}.weight" if prefix else "weight"].T
-    bias_name = f"{prefix}.bias" if prefix else "bias"
-    if bias_name in parts:
-        proj = proj + parts[bias_name]
-    return (resid * proj).sum(1)
+    return (resid * dlogits).sum(1)
+
+
+def gs_jvp_logits(model: nn.Module, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
+    """Forward-mode for cross-entropy classifiers: one JVP of the logits gives both the pseudo-label
+    (``y=None``) and every g_i·s = (p_i - e_{y_i}) · J_i s."""
+    from torch.func import jvp
+
+    with_params = _functional(model, scope)
+    primals = {n: p.detach() for n, p in zip(scope.names, scope.params)}
+    logits, dlogits = jvp(lambda scoped: with_params(scoped)(x), (primals,), (scope.as_dict(s),))
+    return _ce_directional(logits.detach(), y, dlogits.detach())
 
 
 def closed_form_applies(model: nn.Module, task, scope: ParamScope) -> bool:
@@ -123,17 +147,19 @@ def choose_method(method: str, model: nn.Module, task, scope: ParamScope) -> str
     return method
 
 
-@torch.no_grad()
-def _no_grad_closed(model, x, y, scope, s):
-    return gs_closed_last(model, x, y, scope, s)
-
-
 def per_sample_dot(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor, method: str) -> torch.Tensor:
-    """g_i·s for every sample i of one batch (targets ``y`` fixed, e.g. pseudo-labels)."""
-    if method == "closed":
-        return _no_grad_closed(model, x, y, scope, s)
-    if hasattr(task, "per_sample_dot"):  # a task may provide its own fast path (detection heads)
+    """g_i·s for every sample i of one batch, with targets ``y`` (``y=None``: the task's pseudo-targets).
+
+    A task may provide its own fast path ``task.per_sample_dot(model, x, y, scope, s, method)`` (classification
+    fuses the pseudo-label into the same pass; detection runs the backbone once per batch); it returns None
+    to fall back to the generic methods.
+    """
+    if hasattr(task, "per_sample_dot"):
         result = task.per_sample_dot(model, x, y, scope, s, method)
         if result is not None:
             return result
+    if method == "closed":
+        raise ConfigError("the closed form needs a classification task (cross-entropy on a final nn.Linear)")
+    if y is None:
+        y = task.pseudo_targets(model, x)
     return GS_METHODS[method](model, task, x, y, scope, s)

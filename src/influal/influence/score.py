@@ -75,13 +75,14 @@ class InfluenceEngine:
              progress: bool = False) -> np.ndarray:
         """g_z·s for every id (targets: the model's ``pseudo`` labels or the ``true`` ones)."""
         method = self.method if method is None else method
+        fuse = getattr(self.task, "fuses_pseudo_targets", False)
         out = []
         with eval_mode(self.model):
             batches = self.task.batches(dataset, ids, self.cfg.batch_size)
             total = -(-len(ids) // self.cfg.batch_size)
             for _, x, y in progress_bar(batches, total=total, desc="scoring", enabled=progress):
-                if targets == "pseudo":
-                    y = self.task.pseudo_targets(self.model, x)
+                if targets == "pseudo":  # None lets a task fuse the pseudo-targets into the scoring pass
+                    y = None if fuse else self.task.pseudo_targets(self.model, x)
                 out.append(per_sample_dot(self.model, self.task, x, y, self.scope, s, method).cpu())
         return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 

@@ -15,6 +15,7 @@ from ..models.introspect import forward_with_features
 
 class ClassificationTask:
     metric_name = "accuracy"
+    fuses_pseudo_targets = True  # per_sample_dot(targets=None) takes the argmax from its own forward pass
 
     def __init__(self, num_classes: int, device: torch.device | str = "cpu", eval_batch_size: int = 512):
         self.num_classes = num_classes
@@ -34,6 +35,18 @@ class ClassificationTask:
     @torch.no_grad()
     def pseudo_targets(self, model, inputs: torch.Tensor) -> torch.Tensor:
         return model(inputs).argmax(dim=1)
+
+    def per_sample_dot(self, model, inputs: torch.Tensor, targets, scope, s: torch.Tensor, method: str):
+        """Fused fast paths for cross-entropy: the closed form (scope 'last') and a JVP of the logits, each
+        taking the argmax pseudo-label from the same forward pass when ``targets`` is None."""
+        from ..influence.grads import gs_closed_last, gs_jvp_logits
+
+        if method == "closed":
+            with torch.no_grad():
+                return gs_closed_last(model, inputs, targets, scope, s)
+        if method == "jvp":
+            return gs_jvp_logits(model, inputs, targets, scope, s)
+        return None
 
     @torch.no_grad()
     def features(self, model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,298 @@
+"""The influence engine's benchmarks: scoring speed, pool-size scaling, solver accuracy, fidelity."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import resource
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import InfluenceConfig, TrainConfig
+from ..data import TensorImageDataset, load_dataset
+from ..influence import InfluenceEngine
+from ..influence.check import check_solvers
+from ..influence.grads import gs_loop
+from ..models import build_model
+from ..tasks import ClassificationTask
+from .timing import machine, timed
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _mnist_pool(n: int) -> TensorImageDataset:
+    """n real digits (the offline subset, repeated with a shift if n > 5000)."""
+    splits = load_dataset("mnist5k")
+    images = torch.cat([splits.pool.images, splits.val.images, splits.test.images])
+    labels = torch.cat([splits.pool.labels, splits.val.labels, splits.test.labels])
+    reps = math.ceil(n / len(images))
+    if reps > 1:
+        images = torch.cat([torch.roll(images, shifts=k, dims=3) for k in range(reps)])
+        labels = labels.repeat(reps)
+    return TensorImageDataset(images[:n], labels[:n], (33.3,), (78.6,))
+
+
+def _model(name: str, device) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model(name, 10, 1, 28).to(device)
+    model.train()
+    with torch.no_grad():  # realistic BatchNorm statistics
+        model(torch.randn(64, 1, 28, 28, device=device))
+    return model.eval()
+
+
+def _inference(model, task, data, ids, batch_size) -> None:
+    with torch.no_grad():
+        for _, x, _ in task.batches(data, ids, batch_size):
+            model(x)
+
+
+def scoring(pool_size: int = 4000, loop_items: int = 200, batch_size: int = 256,
+            models: tuple[str, ...] = ("cnn", "resnet18-maxpool"), scopes: tuple[str, ...] = ("last", "weights"),
+            reference_size: int = 500, labeled_size: int = 500) -> dict[str, Any]:
+    """Time of the pool scoring pass (g·s for every item, pseudo-labels included) over plain no-grad inference.
+
+    The batch-size-1 loop is timed on ``loop_items`` items and scaled to the pool (its cost is per item).
+    v (reference set) and s_test (LiSSA paper preset for 'weights', exact for 'last') are timed separately.
+    """
+    device = _device()
+    data = _mnist_pool(pool_size + reference_size + labeled_size)
+    pool_ids = np.arange(pool_size)
+    ref_ids = np.arange(pool_size, pool_size + reference_size)
+    lab_ids = np.arange(pool_size + reference_size, pool_size + reference_size + labeled_size)
+    task = ClassificationTask(10, device)
+    rows = []
+    for model_name in models:
+        model = _model(model_name, device)
+        infer = timed(lambda: _inference(model, task, data, pool_ids, batch_size), repeats=3)
+        for scope in scopes:
+            solver = "exact" if scope == "last" else "lissa"
+            cfg = InfluenceConfig(scope=scope, solver=solver, batch_size=batch_size, lissa_depth=250,
+                                  lissa_repeats=4, hvp_batch_size=1)
+            engine = InfluenceEngine(model, task, cfg)
+            t0 = time.perf_counter()
+            v = engine.reference_gradient(data, ref_ids)
+            v_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            s = engine.solve(v, data, lab_ids, torch.Generator().manual_seed(0)).s
+            s_test_s = time.perf_counter() - t0
+            score_s = timed(lambda: engine.dots(data, pool_ids, s), repeats=3)
+            loop_ids = pool_ids[:loop_items]
+            x, _ = data.get_batch(loop_ids)
+            x = x.to(device)
+
+            def run_loop():
+                with torch.no_grad():
+                    y = model(x).argmax(1)
+                gs_loop(model, task, x, y, engine.scope, s)
+
+            loop_s = timed(run_loop, repeats=1, warmup=1) * pool_size / loop_items
+            rows.append({"model": model_name, "scope": scope, "params": engine.scope.numel, "method": engine.method,
+                         "inference_s": infer, "scoring_s": score_s, "ratio_to_inference": score_s / infer,
+                         "loop_s_extrapolated": loop_s, "speedup_vs_loop": loop_s / score_s,
+                         "v_s": v_s, "s_test_s": s_test_s, "s_test_solver": solver})
+    return {"benchmark": "scoring", "pool": pool_size, "loop_items": loop_items, "batch_size": batch_size,
+            "device": str(device), "machine": machine(), "rows": rows}
+
+
+def _scaling_child(pool_size: int, scope: str, labeled_size: int, queue) -> None:
+    torch.set_num_threads(queue_threads := torch.get_num_threads())  # noqa: F841 - keep the parent's setting
+    device = _device()
+    g = torch.Generator().manual_seed(pool_size)
+    images = torch.randint(0, 256, (pool_size + labeled_size + 500, 1, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (len(images),), generator=g)
+    data = TensorImageDataset(images, labels, (128.0,), (64.0,))
+    task = ClassificationTask(10, device)
+    model = _model("cnn", device)
+    engine = InfluenceEngine(model, task, InfluenceConfig(scope=scope, solver="lissa", lissa_depth=100,
+                                                          lissa_repeats=2, batch_size=256))
+    pool_ids = np.arange(pool_size)
+    lab_ids = np.arange(pool_size, pool_size + labeled_size)
+    ref_ids = np.arange(pool_size + labeled_size, len(images))
+    t0 = time.perf_counter()
+    v = engine.reference_gradient(data, ref_ids)
+    s = engine.solve(v, data, lab_ids, torch.Generator().manual_seed(0)).s
+    s_test_s = time.perf_counter() - t0
+    engine.dots(data, pool_ids[:512], s)  # warm-up
+    rss_before = _rss_mb()
+    peak_before = _max_rss_mb()
+    t0 = time.perf_counter()
+    scores = engine.dots(data, pool_ids, s)
+    score_s = time.perf_counter() - t0
+    peak = _max_rss_mb()
+    queue.put({"pool": pool_size, "scope": scope, "v_and_s_test_s": s_test_s, "scoring_s": score_s,
+               "rss_before_mb": rss_before, "peak_increase_mb": max(0.0, peak - max(rss_before, peak_before)),
+               "peak_rss_mb": peak, "data_mb": images.numel() / 2 ** 20, "scores": int(len(scores))})
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scaling(sizes: tuple[int, ...] = (1000, 4000, 16000, 64000), scopes: tuple[str, ...] = ("last", "weights"),
+            labeled_size: int = 500) -> dict[str, Any]:
+    """Scoring time and peak memory against pool size, each size in a fresh process (clean peaks)."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for scope in scopes:
+        for n in sizes:
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_scaling_child, args=(n, scope, labeled_size, queue))
+            proc.start()
+            rows.append(queue.get())
+            proc.join()
+    fits = {}
+    for scope in scopes:
+        pts = [r for r in rows if r["scope"] == scope]
+        x = np.log([r["pool"] for r in pts])
+        y = np.log([r["scoring_s"] for r in pts])
+        slope = float(np.polyfit(x, y, 1)[0])
+        s_times = [r["v_and_s_test_s"] for r in pts]
+        fits[scope] = {"scoring_exponent": slope, "s_test_min_s": min(s_times), "s_test_max_s": max(s_times),
+                       "peak_increase_mb": [r["peak_increase_mb"] for r in pts],
+                       "peak_increase_per_1k_items_mb": [r["peak_increase_mb"] / (r["pool"] / 1000) for r in pts]}
+    return {"benchmark": "scaling", "model": "cnn", "labeled": labeled_size, "machine": machine(), "rows": rows,
+            "fits": fits}
+
+
+def _trained_cnn(labeled_size: int, seed: int = 0):
+    splits = load_dataset("mnist5k")
+    task = ClassificationTask(10, _device())
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(splits.pool), generator=gen).numpy()
+    labeled, unlabeled = np.sort(perm[:labeled_size]), np.sort(perm[labeled_size:])
+    torch.manual_seed(seed)
+    model = build_model("cnn", 10, 1, 28).to(task.device)
+    task.train(model, splits.pool, labeled, TrainConfig.preset("demo"), torch.Generator().manual_seed(seed))
+    return splits, task, model, labeled, unlabeled
+
+
+def solvers(labeled_size: int = 500, budget: int = 100) -> dict[str, Any]:
+    """Every solver against the exact solve on the last-layer scope of a CNN trained on the offline MNIST."""
+    splits, task, model, labeled, unlabeled = _trained_cnn(labeled_size)
+    accuracy = task.evaluate(model, splits.test)["accuracy"]
+    header, rows = check_solvers(model, task, splits.pool, labeled, unlabeled, splits.val,
+                                 np.arange(len(splits.val)), budget=budget)
+    return {"benchmark": "solvers", "model": "cnn", "test_accuracy": accuracy, "machine": machine(),
+            "setting": header, "rows": [r.to_dict() for r in rows]}
+
+
+class _Features(torch.utils.data.Dataset):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def get_batch(self, ids):
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        return self.x[ids], self.y[ids]
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def _fit_logreg(model: nn.Module, x, y, lam: float, n_norm: int | None = None) -> None:
+    params = list(model.parameters())
+    norm = len(y) if n_norm is None else n_norm
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=1000, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            history_size=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y, reduction="sum") / norm + 0.5 * lam * sum((p ** 2).sum() for p in params)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+
+
+def fidelity(labeled_size: int = 1000, items: int = 120, components: int = 40, lam: float = 3e-2,
+             seed: int = 0, solver_names: tuple[str, ...] = ("exact", "cg", "lissa-auto", "lissa-paper")
+             ) -> dict[str, Any]:
+    """Predicted vs actual change of the reference loss when one pool item is added with its true label.
+
+    Multinomial logistic regression (float64) on fixed features (PCA of the offline MNIST pixels), L2 λ,
+    trained to convergence with L-BFGS; "actual" retrains to convergence with the item added (mean loss over
+    n+1 items, the same λ). Predicted: -(1/(n+1)) vᵀ(H+λI)⁻¹(g_z + λθ̂), from the engine's scores.
+    """
+    splits = load_dataset("mnist5k")
+    xs = torch.cat([splits.pool.get_batch(np.arange(len(splits.pool)))[0].flatten(1),
+                    splits.val.get_batch(np.arange(len(splits.val)))[0].flatten(1)]).double()
+    mean = xs.mean(0)
+    _, _, vt = torch.linalg.svd(xs - mean, full_matrices=False)
+    proj = vt[:components].T
+    feats = (xs - mean) @ proj
+    feats = feats / feats.std()
+    n_pool = len(splits.pool)
+    pool = _Features(feats[:n_pool], splits.pool.labels)
+    ref = _Features(feats[n_pool:], splits.val.labels)
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n_pool, generator=gen).numpy()
+    labeled, candidates = perm[:labeled_size], perm[labeled_size:labeled_size + items]
+    torch.manual_seed(seed)
+    model = nn.Linear(components, 10).double()
+    xl, yl = pool.get_batch(labeled)
+    _fit_logreg(model, xl, yl, lam)
+    model.eval()
+    task = ClassificationTask(10, "cpu", eval_batch_size=1024)
+    xr, yr = ref.get_batch(np.arange(len(ref)))
+
+    def ref_loss(m):
+        with torch.no_grad():
+            return float(F.cross_entropy(m(xr), yr, reduction="sum"))
+
+    base_loss = ref_loss(model)
+    actual = []
+    for z in candidates:
+        m = nn.Linear(components, 10).double()
+        m.load_state_dict(model.state_dict())
+        xz, yz = pool.get_batch([z])
+        _fit_logreg(m, torch.cat([xl, xz]), torch.cat([yl, yz]), lam)
+        actual.append(ref_loss(m) - base_loss)
+    actual = np.array(actual)
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    out_rows = []
+    configs = {
+        "exact": InfluenceConfig(scope="all", solver="exact", damping=lam),
+        "cg": InfluenceConfig(scope="all", solver="cg", damping=lam, cg_max_iter=500, cg_tol=1e-10),
+        "lissa-auto": InfluenceConfig(scope="all", solver="lissa-auto", damping=lam, hvp_batch_size=128),
+        "lissa-paper": InfluenceConfig(scope="all", solver="lissa", damping=0.01, scale=1e4, lissa_depth=250,
+                                       lissa_repeats=4, hvp_batch_size=1),
+    }
+    for name in solver_names:
+        cfg = configs[name]
+        engine = InfluenceEngine(model, task, cfg)
+        # θ̂'s own parameter order matches the scope's ("all" = weight, bias)
+        t0 = time.perf_counter()
+        v = engine.reference_gradient(ref, np.arange(len(ref)))
+        solved = engine.solve(v, pool, labeled, torch.Generator().manual_seed(seed))
+        s = solved.s / (cfg.scale if cfg.solver == "lissa" else 1.0)
+        dots = engine.dots(pool, candidates, s, targets="true")
+        seconds = time.perf_counter() - t0
+        predicted = -(dots + lam * float(s @ theta)) / (labeled_size + 1)
+        r = float(np.corrcoef(predicted, actual)[0, 1])
+        from scipy.stats import spearmanr
+
+        out_rows.append({"solver": name, "pearson_r": r, "spearman": float(spearmanr(predicted, actual).statistic),
+                         "slope_actual_on_predicted": float(np.polyfit(predicted, actual, 1)[0]),
+                         "effective_damping": solved.effective_damping, "seconds": seconds})
+    return {"benchmark": "fidelity", "labeled": labeled_size, "items": items, "features": f"PCA-{components}",
+            "lambda": lam, "machine": machine(), "actual_change_range": [float(actual.min()), float(actual.max())],
+            "rows": out_rows}
+
+
+BENCHMARKS = {"scoring": scoring, "scaling": scaling, "solvers": solvers, "fidelity": fidelity}

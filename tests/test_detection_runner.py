@@ -1,0 +1,106 @@
+"""Detection experiments end to end: the loop, the target-AP mode, the reports and the CLI."""
+
+import json
+
+import pytest
+
+from influal.cli import main
+from influal.config import DetectionConfig, ExperimentConfig, InfluenceConfig, TrainConfig
+from influal.errors import ConfigError
+from influal.loop import Experiment, run_experiment
+
+from detection_utils import one_thread
+
+TINY = dict(task="detection", dataset="digit-canvas", initial=4, budget=3, rounds=2, seeds=1, val_size=4,
+            test_size=4, train=TrainConfig(epochs=1, lr=0.01, batch_size=4, milestones=(), weight_decay=1e-4),
+            influence=InfluenceConfig(lissa_depth=2, lissa_repeats=1, batch_size=4),
+            detection=DetectionConfig(image_size=48, pool_size=12, batch_size=4, warmup_iters=0))
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    with one_thread():
+        yield
+
+
+def test_detection_experiment_runs_every_detection_strategy_and_reports_boxes(tmp_path):
+    config = ExperimentConfig(strategies=("isal", "random", "localization_stability", "det_coreset",
+                                          "det_learning_loss"), data_root=str(tmp_path / "data"), **TINY)
+    states = run_experiment(config, tmp_path / "out")
+    experiment_pool = Experiment.prepare(config, tmp_path / "out").splits.pool
+    for (name, _seed), state in states.items():
+        first, second = state.rounds
+        assert set(first.metrics) == {"AP", "AP50", "AP75"}
+        assert len(first.selected) == 3 and not second.selected
+        assert first.cost == experiment_pool.num_boxes(state.labeled_ids[:4])
+        assert second.cost == experiment_pool.num_boxes(state.labeled_ids)
+    isal = states[("isal", 0)].rounds[0].selection
+    assert isal["n"] == 8 and isal["solver"] == "lissa"
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## AP @ ground-truth boxes" in report and "## Boxes saved against random at equal AP" in report
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert saved["task"] == "detection" and saved["detection"]["score_threshold"] == 0.1
+
+
+def test_target_ap_mode_stops_a_run_at_the_first_round_that_reaches_it(tmp_path):
+    config = ExperimentConfig(strategies=("random",), data_root=str(tmp_path / "data"),
+                              **{**TINY, "rounds": 3, "detection": TINY["detection"].replace(target_ap=0.4)})
+    experiment = Experiment.prepare(config, tmp_path / "out")
+    aps = iter([0.2, 0.5, 0.9])
+    experiment.task.evaluate = lambda model, dataset, ids=None: {"AP": next(aps)}
+    state = experiment.run()[("random", 0)]
+    assert [r.metrics["AP"] for r in state.rounds] == [0.2, 0.5]
+    assert len(state.rounds[0].selected) == 3 and state.rounds[1].selected == []
+
+
+def test_detection_config_checks_strategy_scope_and_dataset(tmp_path):
+    base = {**TINY, "data_root": str(tmp_path / "data")}
+    for changes, message in [({"strategies": ("entropy",)}, "does not support object detection"),
+                             ({"influence": InfluenceConfig(scope="last")}, "scope 'last'"),
+                             ({"dataset": "mnist5k"}, "not a detection dataset"),
+                             ({"dataset": "voc"}, "needs --data-root")]:
+        config = ExperimentConfig(**{**base, **changes})
+        if changes.get("dataset") == "voc":
+            config = config.replace(data_root=None)
+        with pytest.raises(ConfigError, match=message):
+            Experiment.prepare(config, tmp_path / "never")
+    with pytest.raises(ConfigError, match="detector"):
+        DetectionConfig(detector="yolo")
+
+
+def test_cli_runs_faster_rcnn_and_rejects_detection_flags_without_the_task(tmp_path, capsys):
+    args = ["run", "--task", "detection", "--detector", "fasterrcnn", "--image-size", "48", "--pool-size", "10",
+            "--val-size", "3", "--test-size", "3", "--initial", "4", "--budget", "2", "--rounds", "2", "--seeds", "1",
+            "--epochs", "1", "--strategies", "isal", "--lissa-depth", "2", "--lissa-repeats", "1",
+            "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(args) == 0
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["detection"]["detector"] == "fasterrcnn" and config["dataset"] == "digit-canvas"
+    assert config["train"]["lr"] == 0.01  # the detection recipe by default
+    assert "AP @ ground-truth boxes" in capsys.readouterr().out
+    assert main(["run", "--detector", "fcos", "--out", str(tmp_path / "x")]) == 2
+    assert "add --task detection" in capsys.readouterr().err
+
+
+def test_coco_json_folders_get_a_reference_split_held_out_of_the_pool(tmp_path):
+    import shutil
+
+    from influal.detection.canvas import write_digit_canvas
+    from influal.detection.runner import load_detection_splits
+
+    from detection_utils import SPEC
+
+    root = write_digit_canvas(tmp_path / "src", SPEC)
+    shutil.copy(root / "pool.json", root / "train.json")
+    config = ExperimentConfig(**{**TINY, "dataset": "coco", "data_root": str(root), "val_size": 3})
+    assert len(load_detection_splits(config).val) == SPEC.val  # a val.json is the reference set as it is
+    (root / "val.json").unlink()
+    splits = load_detection_splits(config)
+    pool_ids = {splits.pool.image_id(i) for i in range(len(splits.pool))}
+    val_ids = {splits.val.image_id(i) for i in range(len(splits.val))}
+    assert len(val_ids) == 3 and len(pool_ids) == SPEC.pool - 3 and not pool_ids & val_ids
+    assert len(splits.test) == 4 and splits.num_classes == 10  # test_size 4 of the 6 test images
+    # the held-out images keep their boxes: nothing is lost or duplicated
+    total = splits.pool.num_boxes(range(len(splits.pool))) + splits.val.num_boxes(range(3))
+    assert total == len(json.loads((root / "train.json").read_text())["annotations"])
