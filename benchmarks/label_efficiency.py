@@ -132,7 +132,7 @@ def markdown_block(config, result: dict, out: Path, command: str, wall: float, t
     compute = compute_seconds(out)
     selects = select_seconds(out)
     lines = [BEGIN, "",
-             f"Command: `{command}`  ",
+             f"Command: {command}  ",
              f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs), no GPU; "
              f"torch {torch.__version__}, {threads} intra-op thread(s); Python {platform.python_version()}  ",
              f"Date: {dt.date.today().isoformat()}; wall time of this invocation {wall / 60:.1f} min "
@@ -220,8 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out / "label_efficiency.json", result)
     command = "python -m benchmarks.label_efficiency" + ("" if argv is None and len(sys.argv) <= 1 else
                                                          " " + shlex.join(argv if argv is not None else sys.argv[1:]))
-    if argv == []:
-        command = "make bench  (= python -m benchmarks.run_all)"
+    command = f"`{command}`"
+    if argv == []:  # called by benchmarks/run_all.py with the defaults
+        command = ("`python -m benchmarks.label_efficiency` (run by `make bench`; alone also "
+                   "`python -m benchmarks.run_all label_efficiency`)")
     block = markdown_block(config, result, out, command, wall, torch.get_num_threads())
     print(block)
     if not args.no_docs:

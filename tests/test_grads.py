@@ -6,7 +6,7 @@ import torch
 
 from influal.config import InfluenceConfig
 from influal.influence import InfluenceEngine, ParamScope, per_sample_dot, reference_gradient
-from influal.influence.grads import choose_method, gs_jvp, gs_loop
+from influal.influence.grads import choose_method, gs_jvp, gs_layerwise, gs_loop, layerwise_modules
 from influal.models import ResNet18, SmallCNN
 from influal.tasks import ClassificationTask
 
@@ -29,7 +29,8 @@ def _rel_err(a, b):
 
 @pytest.mark.parametrize("model_name", ["cnn", "resnet"])
 @pytest.mark.parametrize("scope_name,method", [("last", "closed"), ("last", "jvp"), ("last", "vmap"),
-                                               ("weights", "jvp"), ("weights", "vmap")])
+                                               ("last", "layerwise"), ("weights", "jvp"), ("weights", "vmap"),
+                                               ("weights", "layerwise")])
 def test_batched_dots_match_loop(model_name, scope_name, method):
     model = _model(model_name)
     task = ClassificationTask(4)
@@ -53,7 +54,8 @@ def test_generic_loss_jvp_and_fused_pseudo_labels_match_loop(scope_name):
     pseudo = model(x).argmax(1)
     loop = gs_loop(model, task, x, pseudo, scope, s).numpy()
     assert _rel_err(gs_jvp(model, task, x, pseudo, scope, s).numpy(), loop) < 1e-5  # task-agnostic JVP
-    for method in ("jvp", "loop") + (("closed",) if scope_name == "last" else ()):
+    assert _rel_err(gs_layerwise(model, task, x, pseudo, scope, s).numpy(), loop) < 1e-5
+    for method in ("jvp", "layerwise", "loop") + (("closed",) if scope_name == "last" else ()):
         fused = per_sample_dot(model, task, x, None, scope, s, method).numpy()  # y=None: pseudo-labels
         assert _rel_err(fused, loop) < 1e-5
 
@@ -62,7 +64,21 @@ def test_auto_method_picks_closed_form_for_last_and_jvp_otherwise():
     model = _model("cnn")
     task = ClassificationTask(4)
     assert choose_method("auto", model, task, ParamScope(model, "last")) == "closed"
-    assert choose_method("auto", model, task, ParamScope(model, "weights")) == "jvp"
+    assert choose_method("auto", model, task, ParamScope(model, "weights")) == "layerwise"
+    assert choose_method("auto", model, task, ParamScope(model, "all")) == "jvp"  # BatchNorm parameters
+    assert layerwise_modules(model, ParamScope(model, "all")) is None
+
+
+def test_layerwise_survives_inplace_activations_and_shared_layers():
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(6, 6)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 6), torch.nn.ReLU(inplace=True), shared,
+                                torch.nn.ReLU(inplace=True), shared, torch.nn.Linear(6, 4)).eval()
+    task = ClassificationTask(4)
+    scope = ParamScope(model, "all")  # weights and biases of Linear layers only; `shared` is called twice
+    x, y = blobs(5, num_classes=4, size=6, seed=5).get_batch(np.arange(5))
+    s = torch.randn(scope.numel, generator=torch.Generator().manual_seed(8))
+    assert _rel_err(gs_layerwise(model, task, x, y, scope, s).numpy(), gs_loop(model, task, x, y, scope, s).numpy()) < 1e-5
 
 
 def test_weights_scope_is_every_tensor_with_more_than_one_dimension():
@@ -98,3 +114,17 @@ def test_engine_scores_use_pseudo_labels_and_negative_sign():
     pseudo = model(x).argmax(1)
     expected = gs_loop(model, task, x, pseudo, engine.scope, s).numpy()
     assert _rel_err(dots, expected) < 1e-5
+
+
+def test_auto_settings_resolve_to_cg_on_the_last_layer_of_a_classifier_else_lissa_on_weights():
+    from influal.influence.score import resolve_config
+
+    model = _model("cnn")
+    task = ClassificationTask(4)
+    resolved = resolve_config(InfluenceConfig(), model, task)
+    assert (resolved.scope, resolved.solver) == ("last", "cg")
+    assert resolve_config(InfluenceConfig(scope="weights"), model, task).solver == "lissa"
+    assert resolve_config(InfluenceConfig(solver="exact"), model, task).solver == "exact"
+    no_linear = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    resolved = resolve_config(InfluenceConfig(), no_linear, task)
+    assert (resolved.scope, resolved.solver) == ("weights", "lissa")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import INFLUENCE_PRESETS, TRAIN_PRESETS, ExperimentConfig, InfluenceConfig, TrainConfig
+from .config import INFLUENCE_PRESETS, TRAIN_PRESETS, ExperimentConfig, InfluenceConfig
 from .errors import ConfigError
 
 PAPER_STRATEGIES = ("isal", "random", "coreset", "learning_loss")
@@ -51,7 +51,7 @@ def _paper(dataset: str, initial: int, budget: int, rounds: int, **extra) -> dic
 # The offline benchmark: the MNIST subset (pool 3500, reference 500, test 1000), 100 random digits, then 100
 # per round up to 800, the small CNN with the 30-epoch demo recipe, 3 seeds. See docs/benchmarks.md.
 BENCH_STRATEGIES = ("isal", "random", "coreset", "entropy", "learning_loss")
-BENCH_INFLUENCE = InfluenceConfig()
+BENCH_INFLUENCE: InfluenceConfig = INFLUENCE_PRESETS["paper"]  # ISAL as published; see docs/benchmarks.md
 
 PRESETS: dict[str, Preset] = {
     "cifar10": Preset("cifar10", "CIFAR-10, supplement Table 1: ResNet-18, 1,000 random + 1,000 per round, 10 rounds "
@@ -78,14 +78,4 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def preset_settings(name: str) -> dict[str, Any]:
-    """A copy of the preset's ExperimentConfig fields (train / influence as config objects)."""
-    return dict(get_preset(name).settings)
-
-
-def describe_presets() -> str:
-    return "\n".join(f"{p.name}: {p.description}" + (" [needs --data-root]" if p.needs_data_root else "")
-                     for p in PRESETS.values())
-
-
-__all__ = ["PRESETS", "Preset", "TrainConfig", "describe_presets", "get_preset", "preset_settings"]
+__all__ = ["PRESETS", "Preset", "get_preset"]

@@ -3,6 +3,9 @@
 Per-sample scores never materialise a per-sample gradient of the whole pool:
 - ``closed``: the final linear layer under cross-entropy, g·s = (p - onehot(y))ᵀ (S_W f + s_b);
 - ``jvp``:    one forward-mode pass gives the directional derivative of every per-sample loss along s;
+- ``layerwise``: for scopes made of nn.Linear / nn.Conv2d weights and biases: one forward, one backward to the
+              layers' outputs (per-sample δ, since samples are independent in eval mode), then
+              g_i·s = Σ_layers ⟨δ_i, S ⋆ a_i⟩, where S ⋆ a_i applies the layer's slice of s to its input;
 - ``vmap``:   per-sample gradients of one batch (torch.func.vmap(grad)), reduced against s at once;
 - ``loop``:   batch-size-1 autograd, the reference implementation used by tests and benchmarks.
 """
@@ -83,6 +86,78 @@ def gs_vmap(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) ->
     return sum((grads[n].flatten(1) @ s_parts[n].flatten()) for n in scope.names).detach()
 
 
+_LAYERWISE_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def layerwise_modules(model: nn.Module, scope: ParamScope) -> list[tuple[str, nn.Module]] | None:
+    """The Linear/Conv modules that hold every scoped parameter (as weight or bias), or None if some scoped
+    parameter lives elsewhere (BatchNorm, custom modules, transposed convs...)."""
+    owners = {}
+    for name, module in model.named_modules():
+        if isinstance(module, _LAYERWISE_TYPES) and getattr(module, "padding_mode", "zeros") == "zeros":
+            for pname, _ in module.named_parameters(prefix=name, recurse=False):
+                owners[pname] = name
+    if not all(n in owners for n in scope.names):
+        return None
+    names = sorted({owners[n] for n in scope.names}, key=list(dict(model.named_modules())).index)
+    return [(n, model.get_submodule(n)) for n in names]
+
+
+def _apply_slice(module: nn.Module, inp: torch.Tensor, weight, bias) -> torch.Tensor:
+    """The layer's affine map with (weight, bias) replaced by the direction's slices (None: zero)."""
+    if weight is None:
+        out = torch.zeros((), dtype=inp.dtype, device=inp.device)
+    elif isinstance(module, nn.Linear):
+        out = F.linear(inp, weight)
+    else:
+        conv = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}[type(module)]
+        out = conv(inp, weight, None, module.stride, module.padding, module.dilation, module.groups)
+    if bias is not None:
+        shape = [-1] + [1] * (inp.ndim - 2) if not isinstance(module, nn.Linear) else [-1]
+        out = out + bias.view(*shape)
+    return out
+
+
+def gs_layerwise(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
+    """Reverse-mode per-layer contraction (see the module docstring). ``y=None``: argmax pseudo-labels of a
+    cross-entropy classifier, taken from the same forward pass."""
+    modules = layerwise_modules(model, scope)
+    if modules is None:
+        raise ConfigError("gs_method 'layerwise' needs every scoped parameter to belong to an nn.Linear or "
+                          "nn.Conv layer; use 'jvp'")
+    parts = scope.as_dict(s)
+    calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name, _ in modules}
+    handles = []
+    for name, module in modules:
+        def hook(_m, inputs, output, name=name):
+            calls[name].append((inputs[0].detach(), output))
+            return output.clone()  # a later in-place op (ReLU(inplace=True)) must not alter the kept output
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.enable_grad():
+            if y is None:
+                logits = model(x)
+                y = logits.argmax(1)
+                loss = F.cross_entropy(logits, y, reduction="sum")
+            else:
+                loss = task.loss(model, x, y).sum()
+            outputs = [out for name, _ in modules for _, out in calls[name]]
+            deltas = torch.autograd.grad(loss, outputs, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    total = torch.zeros(len(x), dtype=s.dtype, device=s.device)
+    k = 0
+    for name, module in modules:
+        weight, bias = parts.get(f"{name}.weight"), parts.get(f"{name}.bias")
+        for inp, _ in calls[name]:
+            delta = deltas[k]
+            k += 1
+            if delta is not None:
+                total += (_apply_slice(module, inp, weight, bias) * delta).reshape(len(x), -1).sum(1)
+    return total.detach()
+
+
 def gs_closed_last(model: nn.Module, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
     """Closed form for the last linear layer under cross-entropy: ∂l/∂W = (p - e_y) fᵀ, ∂l/∂b = p - e_y.
 
@@ -135,12 +210,14 @@ def closed_form_applies(model: nn.Module, task, scope: ParamScope) -> bool:
     return sorted(scope.names) == sorted(expected)
 
 
-GS_METHODS = {"loop": gs_loop, "jvp": gs_jvp, "vmap": gs_vmap}
+GS_METHODS = {"loop": gs_loop, "jvp": gs_jvp, "vmap": gs_vmap, "layerwise": gs_layerwise}
 
 
 def choose_method(method: str, model: nn.Module, task, scope: ParamScope) -> str:
     if method == "auto":
-        return "closed" if closed_form_applies(model, task, scope) else "jvp"
+        if closed_form_applies(model, task, scope):
+            return "closed"
+        return "layerwise" if layerwise_modules(model, scope) is not None else "jvp"
     if method == "closed" and not closed_form_applies(model, task, scope):
         raise ConfigError("gs_method 'closed' needs scope 'last' on a classifier with a final nn.Linear; "
                           "use 'auto' or 'jvp'")

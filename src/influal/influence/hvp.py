@@ -77,3 +77,68 @@ class HessianOperator:
                 H[start:stop] += vmap(hvp)(basis).detach() * weight
         self.num_products += p
         return 0.5 * (H + H.T)
+
+
+class LastLayerHessian:
+    """Exact Hessian products for the final linear layer of a cross-entropy classifier, from cached features.
+
+    With features f_i (the last layer's input) and probabilities p_i, the mean-loss Hessian w.r.t. (W, b) is
+    (1/n) Σ_i (diag p_i - p_i p_iᵀ) ⊗ [f_i; 1][f_i; 1]ᵀ: positive semi-definite (the loss is convex in the last
+    layer), so CG on H + λI always converges. One forward pass over the labeled set caches f and p; every
+    product afterwards costs two small matrix products, whatever the backbone.
+    """
+
+    def __init__(self, model: nn.Module, task, dataset, ids: Sequence[int], scope: ParamScope, batch_size: int = 256):
+        from ..models.introspect import forward_with_features, last_linear
+
+        prefix, layer = last_linear(model)
+        name = f"{prefix}." if prefix else ""
+        self.scope = scope
+        self.weight_name, self.bias_name = f"{name}weight", f"{name}bias"
+        self.has_bias = self.bias_name in scope.names
+        feats, probs = [], []
+        with torch.no_grad():
+            for _, x, _ in task.batches(dataset, np.asarray(ids, dtype=np.int64), batch_size):
+                f, logits = forward_with_features(model, x)
+                feats.append(f)
+                probs.append(torch.softmax(logits, dim=1))
+        self.features = torch.cat(feats)
+        self.probs = torch.cat(probs)
+        self.n = len(self.features)
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.num_products = 0
+
+    def _products(self, vecs: torch.Tensor, feats: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """H V for k flat directions at once (rows of ``vecs``), averaged over the given samples."""
+        k = len(vecs)
+        c, d = probs.shape[1], feats.shape[1]
+        parts = [self.scope.as_dict(v) for v in vecs]
+        vw = torch.stack([p[self.weight_name] for p in parts])                      # [k, C, d]
+        dz = torch.einsum("nd,kcd->knc", feats, vw)
+        if self.has_bias:
+            dz = dz + torch.stack([p[self.bias_name] for p in parts])[:, None, :]
+        pdz = probs[None] * dz
+        u = pdz - probs[None] * pdz.sum(-1, keepdim=True)                           # A_i dz_i, [k, n, C]
+        hw = torch.einsum("knc,nd->kcd", u, feats) / len(feats)
+        out = {self.weight_name: hw}
+        if self.has_bias:
+            out[self.bias_name] = u.sum(1) / len(feats)
+        self.num_products += k
+        return torch.stack([self.scope.flatten([out[n][j] for n in self.scope.names]) for j in range(k)])
+
+    def full(self, vec: torch.Tensor) -> torch.Tensor:
+        return self._products(vec[None], self.features, self.probs)[0]
+
+    def sample(self, vec: torch.Tensor, generator: torch.Generator, batch_size: int) -> torch.Tensor:
+        pick = torch.randperm(self.n, generator=generator)[:batch_size].to(self.features.device)
+        return self._products(vec[None], self.features[pick], self.probs[pick])[0]
+
+    def dense(self, chunk: int = 64) -> torch.Tensor:
+        p = self.scope.numel
+        H = torch.zeros(p, p, dtype=self.features.dtype, device=self.features.device)
+        for start in range(0, p, chunk):
+            stop = min(start + chunk, p)
+            basis = torch.zeros(stop - start, p, dtype=H.dtype, device=H.device)
+            basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            H[start:stop] = self._products(basis, self.features, self.probs)
+        return 0.5 * (H + H.T)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,8 +18,8 @@ from torch import nn
 
 from ..config import InfluenceConfig
 from ..progress import progress_bar
-from .grads import choose_method, per_sample_dot, reference_gradient
-from .hvp import HessianOperator
+from .grads import choose_method, closed_form_applies, per_sample_dot, reference_gradient
+from .hvp import HessianOperator, LastLayerHessian
 from .params import ParamScope
 from .solvers import SolveResult, make_solver
 
@@ -41,20 +41,44 @@ class InfluenceResult:
     solve: SolveResult
     timings: dict[str, float] = field(default_factory=dict)
     method: str = ""
+    scope: str = ""
 
     def summary(self) -> dict[str, Any]:
         s = self.scores
         return {"n": int(len(s)), "min": float(s.min()) if len(s) else None,
                 "mean": float(s.mean()) if len(s) else None, "max": float(s.max()) if len(s) else None,
                 "solver": self.solve.solver, "effective_damping": self.solve.effective_damping,
-                "gs_method": self.method}
+                "gs_method": self.method, "scope": self.scope,
+                **{k: self.solve.info[k] for k in ("iterations", "final_residual", "converged") if k in self.solve.info}}
+
+
+def resolve_config(cfg: InfluenceConfig, model: nn.Module, task, scope=None) -> InfluenceConfig:
+    """Replace ``auto`` settings: a cross-entropy classifier's last layer with CG (a convex, exactly solvable
+    problem), else the weight tensors with the paper's LiSSA. See :class:`~influal.config.InfluenceConfig`."""
+    from ..errors import ConfigError
+
+    def last_is_convex() -> bool:
+        try:
+            return closed_form_applies(model, task, ParamScope(model, "last"))
+        except ConfigError:
+            return False
+
+    changes = {}
+    if cfg.scope == "auto" and scope is None:
+        changes["scope"] = "last" if last_is_convex() else "weights"
+    if cfg.solver == "auto":
+        resolved_scope = changes.get("scope", cfg.scope)
+        convex = resolved_scope == "last" and scope is None and last_is_convex()
+        changes["solver"] = "cg" if convex else "lissa"
+    return replace(cfg, **changes) if changes else cfg
 
 
 class InfluenceEngine:
     """Computes ISAL's pieces for one trained model; each piece can be called (and timed) on its own."""
 
     def __init__(self, model: nn.Module, task, cfg: InfluenceConfig, scope: str | Sequence[str] | None = None):
-        self.model, self.task, self.cfg = model, task, cfg
+        self.model, self.task = model, task
+        self.cfg = cfg = resolve_config(cfg, model, task, scope)
         self.scope = ParamScope(model, cfg.scope if scope is None else scope)
         self.method = choose_method(cfg.gs_method, model, task, self.scope)
 
@@ -63,7 +87,12 @@ class InfluenceEngine:
             return reference_gradient(self.model, self.task, self.task.batches(dataset, ids, self.cfg.batch_size),
                                       self.scope)
 
-    def hessian(self, dataset, labeled_ids) -> HessianOperator:
+    def hessian(self, dataset, labeled_ids) -> HessianOperator | LastLayerHessian:
+        """The Hessian of the mean labeled loss on the scope: from cached features for a classifier's last
+        layer (exact, cheap), else by double backward through the model."""
+        if closed_form_applies(self.model, self.task, self.scope):
+            with eval_mode(self.model):
+                return LastLayerHessian(self.model, self.task, dataset, labeled_ids, self.scope, self.cfg.batch_size)
         return HessianOperator(self.model, self.task, dataset, labeled_ids, self.scope, self.cfg.batch_size)
 
     def solve(self, v: torch.Tensor, dataset, labeled_ids, generator: torch.Generator, solver=None) -> SolveResult:
@@ -99,4 +128,5 @@ class InfluenceEngine:
         t0 = time.perf_counter()
         scores = -self.dots(pool, unlabeled_ids, solved.s, progress=progress)
         timings["scoring_s"] = time.perf_counter() - t0
-        return InfluenceResult(np.asarray(unlabeled_ids), scores, solved, timings, self.method)
+        scope = self.cfg.scope if isinstance(self.cfg.scope, str) else "custom"
+        return InfluenceResult(np.asarray(unlabeled_ids), scores, solved, timings, self.method, scope)

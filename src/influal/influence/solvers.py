@@ -160,7 +160,9 @@ class ConjugateGradient:
                 break
             p = r + (rs_new / rs) * p
             rs = rs_new
-        return SolveResult(x, self.name, self.damping, {"iterations": it, "relative_residuals": residuals})
+        return SolveResult(x, self.name, self.damping, {"iterations": it, "final_residual": residuals[-1],
+                                                        "converged": residuals[-1] < self.tol,
+                                                        "relative_residuals": residuals})
 
 
 class ExactSolver:

@@ -37,15 +37,17 @@ class ClassificationTask:
         return model(inputs).argmax(dim=1)
 
     def per_sample_dot(self, model, inputs: torch.Tensor, targets, scope, s: torch.Tensor, method: str):
-        """Fused fast paths for cross-entropy: the closed form (scope 'last') and a JVP of the logits, each
-        taking the argmax pseudo-label from the same forward pass when ``targets`` is None."""
-        from ..influence.grads import gs_closed_last, gs_jvp_logits
+        """Fused fast paths for cross-entropy: the closed form (scope 'last'), the per-layer contraction and a
+        JVP of the logits, each taking the argmax pseudo-label from its own forward pass when ``targets`` is None."""
+        from ..influence.grads import gs_closed_last, gs_jvp_logits, gs_layerwise
 
         if method == "closed":
             with torch.no_grad():
                 return gs_closed_last(model, inputs, targets, scope, s)
         if method == "jvp":
             return gs_jvp_logits(model, inputs, targets, scope, s)
+        if method == "layerwise":
+            return gs_layerwise(model, self, inputs, targets, scope, s)
         return None
 
     @torch.no_grad()
