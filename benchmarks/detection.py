@@ -30,10 +30,12 @@ from pathlib import Path
 import torch
 
 from influal.config import DetectionConfig, ExperimentConfig, InfluenceConfig, TrainConfig
-from influal.io import atomic_write_json, atomic_write_text
+from influal.io import atomic_write_json
 from influal.loop import run_experiment
 from influal.report import (box_table_markdown, boxes_saved, boxes_saved_markdown, boxes_to_reach,
                             read_metrics_csv, summarize)
+
+from benchmarks.docs_block import update_docs as _update_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Detection (issue 5)"
@@ -167,17 +169,7 @@ def markdown_block(config: ExperimentConfig, result: dict, out: Path, command: s
 
 
 def update_docs(path: Path, block: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    elif SECTION in text:
-        head, tail = text.split(SECTION, 1)
-        text = head + SECTION + "\n\n" + block + "\n" + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + SECTION + "\n\n" + block + "\n"
-    atomic_write_text(path, text)
+    _update_docs(path, block, SECTION, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,11 +25,13 @@ from pathlib import Path
 
 import torch
 
-from influal.io import atomic_write_json, atomic_write_text
+from influal.io import atomic_write_json
 from influal.loop import run_experiment
 from influal.presets import get_preset
 from influal.report import (aubc_by_seed, default_target, efficiency_markdown, markdown_table, mean_std,
                             paired_comparison, read_metrics_csv, savings, summarize)
+
+from benchmarks.docs_block import update_docs as _update_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Label efficiency (issue 4)"
@@ -157,17 +159,7 @@ def markdown_block(config, result: dict, out: Path, command: str, wall: float, t
 
 
 def update_docs(path: Path, block: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    elif SECTION in text:
-        head, tail = text.split(SECTION, 1)
-        text = head + SECTION + "\n\n" + block + "\n" + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + SECTION + "\n\n" + block + "\n"
-    atomic_write_text(path, text)
+    _update_docs(path, block, SECTION, BEGIN, END)
 
 
 def compare_variants(base: Path, variants: list[tuple[str, Path]], metric: str = "accuracy") -> str:

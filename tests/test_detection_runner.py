@@ -35,7 +35,7 @@ def test_detection_experiment_runs_every_detection_strategy_and_reports_boxes(tm
         assert first.cost == experiment_pool.num_boxes(state.labeled_ids[:4])
         assert second.cost == experiment_pool.num_boxes(state.labeled_ids)
     isal = states[("isal", 0)].rounds[0].selection
-    assert isal["n"] == 8 and isal["solver"] == "lissa"
+    assert isal["scored"] == 8 and isal["solver"] == "lissa"
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## AP @ ground-truth boxes" in report and "## Boxes saved against random at equal AP" in report
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0

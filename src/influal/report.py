@@ -389,14 +389,7 @@ def write_reports(out: Path, metric: str = "accuracy", plots: bool = True) -> st
 
 def boxes_to_reach(points: list[tuple[float, float]], target: float) -> float | None:
     """Boxes at which a (boxes, AP) curve first reaches ``target``, interpolating linearly between rounds."""
-    pts = sorted(points)
-    for i, (x, y) in enumerate(pts):
-        if y >= target:
-            if i == 0:
-                return x
-            x0, y0 = pts[i - 1]
-            return x0 + (x - x0) * (target - y0) / (y - y0)
-    return None
+    return labels_to_reach([x for x, _ in points], [y for _, y in points], target)
 
 
 def box_table_markdown(summary: dict[str, list[dict]], metric: str = "AP") -> str:

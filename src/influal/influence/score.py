@@ -44,10 +44,7 @@ class InfluenceResult:
     scope: str = ""
 
     def summary(self) -> dict[str, Any]:
-        s = self.scores
-        return {"n": int(len(s)), "min": float(s.min()) if len(s) else None,
-                "mean": float(s.mean()) if len(s) else None, "max": float(s.max()) if len(s) else None,
-                "solver": self.solve.solver, "effective_damping": self.solve.effective_damping,
+        return {"scored": int(len(self.scores)), "solver": self.solve.solver, "effective_damping": self.solve.effective_damping,
                 "gs_method": self.method, "scope": self.scope,
                 **{k: self.solve.info[k] for k in ("iterations", "final_residual", "converged") if k in self.solve.info}}
 
