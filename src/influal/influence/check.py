@@ -8,6 +8,7 @@ Spearman correlation of the induced pool scores, and the overlap of the selected
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
@@ -45,7 +46,8 @@ class SolverCheck:
                 f"(λ_eff {self.effective_damping:g}, {self.seconds:.2f}s) -> {self.verdict}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """Strict-JSON fields (an infinite damping, s = v, becomes null)."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.__dict__.items()}
 
 
 def verdict(cosine: float, spearman: float, overlap: float) -> str:

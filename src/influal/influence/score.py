@@ -7,6 +7,7 @@ label**: ΔL(R) ≈ -(1/|L|) vᵀ (H + λI)⁻¹ g_z = score / |L| (for the pape
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,11 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def _finite_or_none(value: float) -> float | None:
+    """State files are strict JSON: an infinite damping (s = v) is recorded as null."""
+    return value if math.isfinite(value) else None
+
+
 @dataclass
 class InfluenceResult:
     ids: np.ndarray
@@ -44,7 +50,8 @@ class InfluenceResult:
     scope: str = ""
 
     def summary(self) -> dict[str, Any]:
-        return {"scored": int(len(self.scores)), "solver": self.solve.solver, "effective_damping": self.solve.effective_damping,
+        return {"scored": int(len(self.scores)), "solver": self.solve.solver,
+                "effective_damping": _finite_or_none(self.solve.effective_damping),
                 "gs_method": self.method, "scope": self.scope,
                 **{k: self.solve.info[k] for k in ("iterations", "final_residual", "converged") if k in self.solve.info}}
 
