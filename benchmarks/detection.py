@@ -21,21 +21,18 @@ import datetime as dt
 import json
 import os
 import platform
-import shlex
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from influal.config import DetectionConfig, ExperimentConfig, InfluenceConfig, TrainConfig
 from influal.io import atomic_write_json
-from influal.loop import run_experiment
 from influal.report import (box_table_markdown, boxes_saved, boxes_saved_markdown, boxes_to_reach,
                             read_metrics_csv, summarize)
 
-from benchmarks.docs_block import update_docs as _update_docs
+from benchmarks.common import invocation, run_timed
+from benchmarks.common import update_docs as _update_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Detection (issue 5)"
@@ -174,20 +171,13 @@ def update_docs(path: Path, block: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = build_config(args)
     out = Path(args.out)
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
-    t0 = time.perf_counter()
-    run_experiment(config, out, log=lambda m: print(m, file=sys.stderr, flush=True))
-    wall = time.perf_counter() - t0
+    wall = run_timed(config, out, fresh=args.fresh, threads=args.threads)
     result = analyse(out)
     result.update(wall_s=wall, config=config.to_dict())
     atomic_write_json(out / "detection.json", result)
-    command = "python -m benchmarks.detection" + ("" if argv is None and len(sys.argv) <= 1 else
-                                                  " " + shlex.join(argv if argv is not None else sys.argv[1:]))
+    command = invocation("benchmarks.detection", argv)
     if argv == []:
         command = "make bench  (= python -m benchmarks.run_all; this part: python -m benchmarks.detection)"
     block = markdown_block(config, result, out, command, wall, torch.get_num_threads())

@@ -17,21 +17,18 @@ import datetime as dt
 import json
 import os
 import platform
-import shlex
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from influal.io import atomic_write_json
-from influal.loop import run_experiment
 from influal.presets import get_preset
 from influal.report import (aubc_by_seed, default_target, efficiency_markdown, markdown_table, mean_std,
                             paired_comparison, read_metrics_csv, savings, summarize)
 
-from benchmarks.docs_block import update_docs as _update_docs
+from benchmarks.common import invocation, run_timed
+from benchmarks.common import update_docs as _update_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Label efficiency (issue 4)"
@@ -145,7 +142,7 @@ def markdown_block(config, result: dict, out: Path, command: str, wall: float, t
              f"{inf.scope}, solver {inf.solver}, damping {inf.damping}, scale {inf.scale}, LiSSA "
              f"{inf.lissa_repeats}x{inf.lissa_depth}, HVP batch {inf.hvp_batch_size}, reference set "
              f"{inf.reference_size or 'all 500'}", "",
-             f"Test accuracy (%, mean ± std over seeds) by labels:", "",
+             "Test accuracy (%, mean ± std over seeds) by labels:", "",
              markdown_table(summarize(rows, "accuracy"), "accuracy"), ""]
     lines += [ln.replace("## ", "### ", 1) if ln.startswith("## ") else ln
               for ln in efficiency_markdown(rows, "accuracy").splitlines()]
@@ -197,21 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                  for v in variants]
         print(compare_variants(Path(base), pairs))
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
     config = build_config(args)
     out = Path(args.out)
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
-    t0 = time.perf_counter()
-    run_experiment(config, out, log=lambda m: print(m, file=sys.stderr, flush=True))
-    wall = time.perf_counter() - t0
+    wall = run_timed(config, out, fresh=args.fresh, threads=args.threads)
     result = analyse(out)
     result.update(wall_s=wall, compute_s=compute_seconds(out), select_s=select_seconds(out),
                   config=config.to_dict())
     atomic_write_json(out / "label_efficiency.json", result)
-    command = "python -m benchmarks.label_efficiency" + ("" if argv is None and len(sys.argv) <= 1 else
-                                                         " " + shlex.join(argv if argv is not None else sys.argv[1:]))
+    command = invocation("benchmarks.label_efficiency", argv)
     command = f"`{command}`"
     if argv == []:  # called by benchmarks/run_all.py with the defaults
         command = ("`python -m benchmarks.label_efficiency` (run by `make bench`; alone also "

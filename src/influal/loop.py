@@ -72,13 +72,16 @@ class Experiment:
     splits: DatasetSplits
     task: ClassificationTask
     model_factory: ModelFactory
-    out: Path
+    out: Path | None
     device: torch.device
 
     @classmethod
-    def prepare(cls, config: ExperimentConfig, out: str | Path, *, splits: DatasetSplits | None = None,
+    def prepare(cls, config: ExperimentConfig, out: str | Path | None, *, splits: DatasetSplits | None = None,
                 model_factory: ModelFactory | None = None) -> "Experiment":
-        """Check everything that can be checked before anything is written; raise InflualError if not runnable."""
+        """Check everything that can be checked before anything is written; raise InflualError if not runnable.
+
+        ``out=None`` prepares an experiment that only trains models on demand (``train_model``) and writes nothing.
+        """
         for name in config.strategies:
             make_strategy(name)
         if config.task not in ("classification", "detection"):
@@ -100,18 +103,9 @@ class Experiment:
             raise ConfigError(f"initial {config.initial} + budget {config.budget} x {config.rounds - 1} rounds = "
                               f"{config.final_labeled} labels exceeds the pool of {pool_size} items; lower "
                               "--budget or --rounds")
-        out = Path(out)
-        saved = out / "config.json"
-        if saved.exists():
-            try:
-                previous = read_json(saved)
-            except ValueError:
-                raise StateError(f"{saved} is not valid JSON; choose another --out folder") from None
-            if _comparable(previous) != _comparable(config.to_dict()):
-                raise StateError(f"{out} holds a different experiment (its config.json differs); choose another "
-                                 "--out folder or delete that one")
-        elif out.exists() and any(out.iterdir()):
-            raise StateError(f"{out} is not empty and holds no influal config.json; choose another --out folder")
+        if out is not None:
+            out = Path(out)
+            _check_results_folder(out, config)
         if model_factory is None:
             def model_factory() -> nn.Module:
                 return build_model(config.model, splits.num_classes, splits.in_channels, splits.image_size)
@@ -121,6 +115,8 @@ class Experiment:
 
     def run(self, *, progress: bool = False, log: Log | None = None) -> dict[tuple[str, int], ActiveState]:
         log = log or (lambda _msg: None)
+        if self.out is None:
+            raise StateError("this experiment was prepared without a results folder; pass out= to run it")
         atomic_write_json(self.out / "config.json", self.config.to_dict())
         log(self.splits.describe())
         states = {}
@@ -206,6 +202,21 @@ class Experiment:
         return RoundRecord(round=r, labeled=len(labeled), cost=self.task.cost(self.splits.pool, labeled),
                            metrics=metrics, selected=selected, selection=summary,
                            timings={k: round(v, 4) for k, v in timings.items()})
+
+
+def _check_results_folder(out: Path, config: ExperimentConfig) -> None:
+    """A results folder must be new, empty, or hold this same experiment (which is then resumed)."""
+    saved = out / "config.json"
+    if saved.exists():
+        try:
+            previous = read_json(saved)
+        except ValueError:
+            raise StateError(f"{saved} is not valid JSON; choose another --out folder") from None
+        if _comparable(previous) != _comparable(config.to_dict()):
+            raise StateError(f"{out} holds a different experiment (its config.json differs); choose another "
+                             "--out folder or delete that one")
+    elif out.exists() and any(out.iterdir()):
+        raise StateError(f"{out} is not empty and holds no influal config.json; choose another --out folder")
 
 
 def _comparable(config_dict: dict) -> dict:

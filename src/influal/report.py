@@ -358,7 +358,7 @@ def _num(value, digits: int = 2) -> str:
 def report_markdown(rows: list[dict], metric: str, target: float | None = None, baseline: str = "random") -> str:
     summary = summarize(rows, metric)
     seeds = sorted({int(r["seed"]) for r in rows})
-    lines = [f"# Active-learning report", "",
+    lines = ["# Active-learning report", "",
              f"{metric} on the test split (%, mean ± std over {len(seeds)} seed(s): {', '.join(map(str, seeds))}), "
              "by number of labeled items:", "", markdown_table(summary, metric), ""]
     if rows:

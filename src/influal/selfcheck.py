@@ -17,16 +17,16 @@ from .state import ActiveState
 from .strategies import make_strategy
 
 
-def _demo_experiment(out: Path | None) -> Experiment:
+def _demo_experiment() -> Experiment:
     config = ExperimentConfig(dataset="mnist5k", model="cnn", strategies=("random",), initial=300, budget=100,
                               rounds=2, seeds=1, device="cpu")
-    return Experiment.prepare(config, out or Path("/nonexistent/influal-check"))
+    return Experiment.prepare(config, None)
 
 
 def rebuild_model(results: str | None, strategy: str, seed: int, round_index: int | None):
     """The model a run trained at (strategy, seed, round), retrained deterministically from its state."""
     if results is None:
-        experiment = _demo_experiment(None)
+        experiment = _demo_experiment()
         labeled = initial_labeled(len(experiment.splits.pool), experiment.config.initial, seed)
         info = {"source": "demo (mnist5k, cnn, 300 random labels)", "seed": seed, "round": 0}
         model = experiment.train_model(make_strategy("random"), seed, 0, labeled)

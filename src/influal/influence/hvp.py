@@ -111,7 +111,6 @@ class LastLayerHessian:
     def _products(self, vecs: torch.Tensor, feats: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """H V for k flat directions at once (rows of ``vecs``), averaged over the given samples."""
         k = len(vecs)
-        c, d = probs.shape[1], feats.shape[1]
         parts = [self.scope.as_dict(v) for v in vecs]
         vw = torch.stack([p[self.weight_name] for p in parts])                      # [k, C, d]
         dz = torch.einsum("nd,kcd->knc", feats, vw)
