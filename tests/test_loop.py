@@ -105,3 +105,13 @@ def test_state_round_trip_and_checks(tmp_path):
     with pytest.raises(StateError, match="out of order"):
         loaded.add_round(RoundRecord(round=5, labeled=6, cost=6.0, metrics={}))
     assert np.array_equal(initial_labeled(20, 5, 0), initial_labeled(20, 5, 0))
+
+
+def test_a_saved_config_without_a_newer_setting_or_with_another_memory_layout_resumes(tmp_path):
+    _run(tmp_path, _config(rounds=2))
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["influence"]["memory_format"]  # written before the setting existed: it reads as its default
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    Experiment.prepare(_config(rounds=2), tmp_path, splits=blob_splits(), model_factory=mlp_model)
+    other_layout = _config(rounds=2, influence=_config().influence.replace(memory_format="preserve"))
+    Experiment.prepare(other_layout, tmp_path, splits=blob_splits(), model_factory=mlp_model)

@@ -16,6 +16,7 @@ AUGMENTATIONS = ("none", "crop", "flip_crop")
 SCOPES = ("auto", "last", "weights", "all")
 SOLVERS = ("auto", "lissa", "lissa-auto", "cg", "exact", "identity")
 GS_METHODS = ("auto", "closed", "layerwise", "jvp", "vmap", "loop")
+MEMORY_FORMATS = ("auto", "channels_last", "preserve")
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -142,7 +143,10 @@ class InfluenceConfig(_Serializable):
     weight tensor, LiSSA with effective damping 100) ranks the pool like ``s = v`` (Spearman ≈ 1.00
     measured), i.e. it hardly applies an inverse Hessian, and costs several times more; on the offline
     benchmark both select equally well (within seed noise).
-    both select equally well (within seed noise).
+
+    ``memory_format`` is the layout of the v and scoring passes: ``auto`` runs a CPU model with 2-D
+    convolutions channels-last (oneDNN convolutions and pooling are much faster there; values are untouched,
+    see :mod:`influal.influence.layout`), ``channels_last`` always, ``preserve`` never.
     """
 
     scope: str = "auto"
@@ -158,9 +162,11 @@ class InfluenceConfig(_Serializable):
     gs_method: str = "auto"
     batch_size: int = 256
     reference_size: int | None = None
+    memory_format: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("influence.scope", self.scope, SCOPES)
+        _choice("influence.memory_format", self.memory_format, MEMORY_FORMATS)
         _choice("influence.solver", self.solver, SOLVERS)
         _choice("influence.gs_method", self.gs_method, GS_METHODS)
         _positive("influence.damping", self.damping, allow_zero=True)

@@ -220,8 +220,16 @@ def _check_results_folder(out: Path, config: ExperimentConfig) -> None:
 
 
 def _comparable(config_dict: dict) -> dict:
-    """Config fields that define the experiment (the device it runs on does not)."""
-    return {k: v for k, v in config_dict.items() if k != "device"}
+    """Config fields that define the experiment: the device and the scoring pass's memory layout do not, and a
+    setting added later with a default compares as that default."""
+    try:
+        config_dict = ExperimentConfig.from_dict(config_dict).to_dict()
+    except ConfigError:
+        pass  # not a config this version can read: compare as written (and so refuse)
+    comparable = {k: v for k, v in config_dict.items() if k != "device"}
+    if isinstance(comparable.get("influence"), dict):
+        comparable["influence"] = {k: v for k, v in comparable["influence"].items() if k != "memory_format"}
+    return comparable
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, *, splits: DatasetSplits | None = None,

@@ -111,6 +111,9 @@ def _apply_slice(module: nn.Module, inp: torch.Tensor, weight, bias) -> torch.Te
         out = F.linear(inp, weight)
     else:
         conv = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}[type(module)]
+        if weight.stride() != module.weight.stride():  # the layer's own layout (channels-last, see layout.py)
+            weight = torch.empty_strided(weight.shape, module.weight.stride(), dtype=weight.dtype,
+                                         device=weight.device).copy_(weight)
         out = conv(inp, weight, None, module.stride, module.padding, module.dilation, module.groups)
     if bias is not None:
         shape = [-1] + [1] * (inp.ndim - 2) if not isinstance(module, nn.Linear) else [-1]
@@ -126,11 +129,11 @@ def gs_layerwise(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tenso
         raise ConfigError("gs_method 'layerwise' needs every scoped parameter to belong to an nn.Linear or "
                           "nn.Conv layer; use 'jvp'")
     parts = scope.as_dict(s)
-    calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name, _ in modules}
+    calls: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]] = []
     handles = []
     for name, module in modules:
-        def hook(_m, inputs, output, name=name):
-            calls[name].append((inputs[0].detach(), output))
+        def hook(mod, inputs, output, name=name):
+            calls.append((mod, name, inputs[0].detach(), output))
             return output.clone()  # a later in-place op (ReLU(inplace=True)) must not alter the kept output
         handles.append(module.register_forward_hook(hook))
     try:
@@ -141,20 +144,18 @@ def gs_layerwise(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tenso
                 loss = F.cross_entropy(logits, y, reduction="sum")
             else:
                 loss = task.loss(model, x, y).sum()
-            outputs = [out for name, _ in modules for _, out in calls[name]]
-            deltas = torch.autograd.grad(loss, outputs, allow_unused=True)
+            deltas = torch.autograd.grad(loss, [out for *_, out in calls], allow_unused=True)
     finally:
         for h in handles:
             h.remove()
     total = torch.zeros(len(x), dtype=s.dtype, device=s.device)
-    k = 0
-    for name, module in modules:
-        weight, bias = parts.get(f"{name}.weight"), parts.get(f"{name}.bias")
-        for inp, _ in calls[name]:
-            delta = deltas[k]
-            k += 1
-            if delta is not None:
-                total += (_apply_slice(module, inp, weight, bias) * delta).reshape(len(x), -1).sum(1)
+    for (module, name, inp, _), delta in zip(calls, deltas):
+        if delta is None:  # this output does not reach the loss
+            continue
+        # ⟨δ_i, S⋆a_i⟩ per sample, in place and without a reshape (any memory layout)
+        product = _apply_slice(module, inp, parts.get(f"{name}.weight"), parts.get(f"{name}.bias"))
+        product = product.mul_(delta) if product.shape == delta.shape else product * delta
+        total += product.sum(dim=tuple(range(1, product.ndim))) if product.ndim > 1 else product
     return total.detach()
 
 

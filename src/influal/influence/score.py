@@ -21,6 +21,7 @@ from ..config import InfluenceConfig
 from ..progress import progress_bar
 from .grads import choose_method, closed_form_applies, per_sample_dot, reference_gradient
 from .hvp import HessianOperator, LastLayerHessian
+from .layout import channels_last, wants_channels_last
 from .params import ParamScope
 from .solvers import SolveResult, make_solver
 
@@ -86,8 +87,15 @@ class InfluenceEngine:
         self.scope = ParamScope(model, cfg.scope if scope is None else scope)
         self.method = choose_method(cfg.gs_method, model, task, self.scope)
 
+    @contextmanager
+    def _pass(self):
+        """Eval mode and the configured memory layout, for the passes over data (v and the pool)."""
+        relayout = wants_channels_last(self.model, self.cfg.memory_format, self.task)
+        with eval_mode(self.model), channels_last(self.model, relayout):
+            yield
+
     def reference_gradient(self, dataset, ids) -> torch.Tensor:
-        with eval_mode(self.model):
+        with self._pass():
             return reference_gradient(self.model, self.task, self.task.batches(dataset, ids, self.cfg.batch_size),
                                       self.scope)
 
@@ -109,15 +117,20 @@ class InfluenceEngine:
         """g_z·s for every id (targets: the model's ``pseudo`` labels or the ``true`` ones)."""
         method = self.method if method is None else method
         fuse = getattr(self.task, "fuses_pseudo_targets", False)
-        out = []
-        with eval_mode(self.model):
+        # One preallocated result: small per-batch tensors kept to the end would sit between the freed batch
+        # buffers and keep the allocator from reusing them (resident memory then grew with the pool).
+        out = np.empty(len(ids), dtype=np.float64)
+        filled = 0
+        with self._pass():
             batches = self.task.batches(dataset, ids, self.cfg.batch_size)
             total = -(-len(ids) // self.cfg.batch_size)
             for _, x, y in progress_bar(batches, total=total, desc="scoring", enabled=progress):
                 if targets == "pseudo":  # None lets a task fuse the pseudo-targets into the scoring pass
                     y = None if fuse else self.task.pseudo_targets(self.model, x)
-                out.append(per_sample_dot(self.model, self.task, x, y, self.scope, s, method).cpu())
-        return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+                dots = per_sample_dot(self.model, self.task, x, y, self.scope, s, method).detach()
+                out[filled:filled + len(dots)] = dots.cpu().numpy()
+                filled += len(dots)
+        return out
 
     def run(self, pool, labeled_ids, unlabeled_ids, reference, reference_ids, generator: torch.Generator,
             progress: bool = False) -> InfluenceResult:

@@ -16,6 +16,7 @@ from ..models.introspect import forward_with_features
 class ClassificationTask:
     metric_name = "accuracy"
     fuses_pseudo_targets = True  # per_sample_dot(targets=None) takes the argmax from its own forward pass
+    prefers_channels_last = True  # influence passes on the CPU run channels-last (influence/layout.py, measured)
 
     def __init__(self, num_classes: int, device: torch.device | str = "cpu", eval_batch_size: int = 512):
         self.num_classes = num_classes
