@@ -12,10 +12,12 @@ import torch
 
 from influal.io import atomic_write_text
 from influal.loop import run_experiment
+from influal.runtime import tune_allocator
 
 
 def run_timed(config, out: Path, *, fresh: bool, threads: int | None) -> float:
     """Run (or resume) the experiment under ``out`` with ``threads`` torch threads; returns the wall seconds."""
+    tune_allocator()  # as the influal command does
     if threads:
         torch.set_num_threads(threads)
     if fresh and out.exists():

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import InflualError
+from .runtime import tune_allocator
 
 EXIT_USAGE = 2
 
@@ -51,6 +52,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lissa-repeats", type=int)
     g.add_argument("--hvp-batch-size", type=int)
     g.add_argument("--reference-size", type=int)
+    g.add_argument("--memory-format", help="auto (channels-last convolutions on the CPU), channels_last, preserve")
     g = p.add_argument_group("object detection (--task detection)")
     g.add_argument("--task", default=None, choices=("classification", "detection"),
                    help="classification (default) or detection (default dataset digit-canvas, offline)")
@@ -112,7 +114,8 @@ def build_config(args: argparse.Namespace):
         influence = INFLUENCE_PRESETS[args.influence_preset]
     else:
         raise ConfigError(f"unknown influence preset {args.influence_preset!r}; choose {', '.join(INFLUENCE_PRESETS)}")
-    names = ("scope", "solver", "damping", "scale", "lissa_depth", "lissa_repeats", "hvp_batch_size", "reference_size")
+    names = ("scope", "solver", "damping", "scale", "lissa_depth", "lissa_repeats", "hvp_batch_size", "reference_size",
+             "memory_format")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     influence = influence.replace(**overrides) if overrides else influence
     fields = ("dataset", "model", "strategies", "initial", "budget", "rounds", "seeds", "data_root", "val_size",
@@ -226,13 +229,14 @@ def make_parser() -> argparse.ArgumentParser:
     chk.add_argument("--json", action="store_true")
     chk.set_defaults(func=cmd_check_influence)
     bench = sub.add_parser("bench", help="measure the influence engine: scoring speed, scaling, solvers, fidelity")
-    bench.add_argument("name", choices=["scoring", "scaling", "solvers", "fidelity"])
+    bench.add_argument("name", choices=["scoring", "scaling", "solvers", "fidelity", "allocator"])
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    tune_allocator()  # an application may: keep freed batch buffers for reuse (influal/runtime.py)
     parser = make_parser()
     args = parser.parse_args(argv)
     try:
