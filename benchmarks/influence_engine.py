@@ -14,6 +14,7 @@ from pathlib import Path
 
 from influal.bench import BENCHMARKS
 from influal.io import atomic_write_json
+from influal.runtime import tune_allocator
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", default=list(BENCHMARKS), help=", ".join(BENCHMARKS))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
+    tune_allocator()  # as the influal command does
     if args.threads:
         import torch
 

@@ -6,6 +6,7 @@ import math
 import multiprocessing as mp
 import resource  # noqa: F401 - getpagesize
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,10 @@ from ..data import TensorImageDataset, load_dataset
 from ..influence import InfluenceEngine
 from ..influence.check import check_solvers
 from ..influence.grads import gs_loop
+from ..influence.layout import channels_last, wants_channels_last
 from ..models import build_model
 from ..tasks import ClassificationTask
+from ..runtime import allocator_tuned, tune_allocator
 from .timing import machine, timed
 
 
@@ -54,14 +57,32 @@ def _inference(model, task, data, ids, batch_size) -> None:
             model(x)
 
 
-def scoring(pool_size: int = 4000, loop_items: int = 200, batch_size: int = 256,
+def _interleaved(fns: dict[str, Any], repeats: int) -> dict[str, float]:
+    """Median wall time of each function, the functions run in turn ``repeats`` times after one warm-up round,
+    so that a slow spell of a shared machine hits all of them alike (the ratios are what is reported)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeats + 1):
+        for name, fn in fns.items():
+            seconds = timed(fn, repeats=1, warmup=0)
+            if r:
+                times[name].append(seconds)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def scoring(pool_size: int = 4000, loop_items: int = 100, batch_size: int = 256,
             models: tuple[str, ...] = ("cnn", "resnet18-maxpool"), scopes: tuple[str, ...] = ("last", "weights"),
-            reference_size: int = 500, labeled_size: int = 500, lissa_steps: int = 100) -> dict[str, Any]:
+            reference_size: int = 500, labeled_size: int = 500, lissa_steps: int = 100,
+            repeats: int = 5) -> dict[str, Any]:
     """Time of the pool scoring pass (g·s for every item, pseudo-labels included) over plain no-grad inference.
 
-    The batch-size-1 loop is timed on ``loop_items`` items and scaled to the pool (its cost is per item).
-    v (reference set) and s_test (exact for 'last'; for 'weights' the LiSSA paper preset's 1000 single-sample
-    HVPs, extrapolated from one chain of ``lissa_steps``) are timed separately.
+    Inference, the scoring pass and the batch-size-1 loop are timed in turn, ``repeats`` rounds (medians).
+    The engine may run its passes in another memory layout than the model's (``memory_format=auto``:
+    channels-last on the CPU, :mod:`influal.influence.layout`); inference and the loop are then timed both as
+    the model is and in that layout: the ratio to inference is given against each, and the loop's reference
+    time is the faster of its two; the scoring pass is also timed as the model is (``scoring_as_built_s``).
+    The loop is timed on ``loop_items`` items and scaled to the pool (its cost
+    is per item). v (reference set) and s_test (exact for 'last'; for 'weights' the LiSSA paper preset's 1000
+    single-sample HVPs, extrapolated from one chain of ``lissa_steps``) are timed separately.
     """
     device = _device()
     data = _mnist_pool(pool_size + reference_size + labeled_size)
@@ -72,7 +93,6 @@ def scoring(pool_size: int = 4000, loop_items: int = 200, batch_size: int = 256,
     rows = []
     for model_name in models:
         model = _model(model_name, device)
-        infer = timed(lambda: _inference(model, task, data, pool_ids, batch_size), repeats=3)
         for scope in scopes:
             solver = "exact" if scope == "last" else "lissa"
             # The paper preset's s_test is 4 chains x 250 single-sample HVPs; one chain of lissa_steps is timed
@@ -80,6 +100,7 @@ def scoring(pool_size: int = 4000, loop_items: int = 200, batch_size: int = 256,
             cfg = InfluenceConfig(scope=scope, solver=solver, batch_size=batch_size, lissa_depth=lissa_steps,
                                   lissa_repeats=1, hvp_batch_size=1)
             engine = InfluenceEngine(model, task, cfg)
+            relayout = wants_channels_last(model, cfg.memory_format, task)
             t0 = time.perf_counter()
             v = engine.reference_gradient(data, ref_ids)
             v_s = time.perf_counter() - t0
@@ -88,9 +109,7 @@ def scoring(pool_size: int = 4000, loop_items: int = 200, batch_size: int = 256,
             s_test_s = time.perf_counter() - t0
             if solver == "lissa":
                 s_test_s *= 1000 / lissa_steps
-            score_s = timed(lambda: engine.dots(data, pool_ids, s), repeats=3)
-            loop_ids = pool_ids[:loop_items]
-            x, _ = data.get_batch(loop_ids)
+            x, _ = data.get_batch(pool_ids[:loop_items])
             x = x.to(device)
 
             def run_loop():
@@ -98,19 +117,44 @@ def scoring(pool_size: int = 4000, loop_items: int = 200, batch_size: int = 256,
                     y = model(x).argmax(1)
                 gs_loop(model, task, x, y, engine.scope, s)
 
-            loop_s = timed(run_loop, repeats=1, warmup=1) * pool_size / loop_items
+            def in_layout(fn):
+                def run():
+                    with channels_last(model):
+                        fn()
+                return run
+
+            fns = {"inference": lambda: _inference(model, task, data, pool_ids, batch_size),
+                   "scoring": lambda: engine.dots(data, pool_ids, s), "loop": run_loop}
+            if relayout:
+                fns["inference_engine_layout"] = in_layout(fns["inference"])
+                fns["loop_engine_layout"] = in_layout(run_loop)
+                as_built = InfluenceEngine(model, task, replace(cfg, memory_format="preserve"))
+                fns["scoring_as_built"] = lambda: as_built.dots(data, pool_ids, s)
+            t = _interleaved(fns, repeats)
+            scale = pool_size / loop_items
+            loop_s = min(t["loop"], t.get("loop_engine_layout", math.inf)) * scale
+            infer_same = t.get("inference_engine_layout", t["inference"])
             rows.append({"model": model_name, "scope": scope, "params": engine.scope.numel, "method": engine.method,
-                         "inference_s": infer, "scoring_s": score_s, "ratio_to_inference": score_s / infer,
-                         "loop_s_extrapolated": loop_s, "speedup_vs_loop": loop_s / score_s,
+                         "engine_layout": "channels_last" if relayout else "as built",
+                         "inference_s": t["inference"], "inference_engine_layout_s": infer_same,
+                         "scoring_s": t["scoring"], "ratio_to_inference": t["scoring"] / t["inference"],
+                         "ratio_to_inference_engine_layout": t["scoring"] / infer_same,
+                         "loop_s_extrapolated": loop_s, "loop_as_built_s": t["loop"] * scale,
+                         "speedup_vs_loop": loop_s / t["scoring"],
+                         "scoring_as_built_s": t.get("scoring_as_built", t["scoring"]),
                          "v_s": v_s, "s_test_s": s_test_s,
                          "s_test_solver": solver if solver == "exact" else f"lissa paper (1000 HVPs, from {lissa_steps})"})
     return {"benchmark": "scoring", "pool": pool_size, "loop_items": loop_items, "batch_size": batch_size,
-            "device": str(device), "machine": machine(), "rows": rows}
+            "repeats": repeats, "device": str(device), "machine": machine(), "rows": rows}
 
 
-def _scaling_child(pool_size: int, scope: str, labeled_size: int, threads: int, queue) -> None:
-    """One pool size in a fresh process: scoring first (so the process's peak RSS is the scoring pass's),
-    then v and s_test on a fixed labeled set (their cost does not depend on the pool)."""
+def _scaling_child(pool_size: int, scope: str, labeled_size: int, threads: int, repeats: int, tuned: bool,
+                   queue) -> None:
+    """One pool size in a fresh process: scoring first (so the process's peak RSS is the scoring pass's; its
+    time is the median of ``repeats`` passes), then v and s_test on a fixed labeled set (their cost does not
+    depend on the pool). ``tuned``: the parent process runs with :func:`~influal.runtime.tune_allocator`."""
+    if tuned:
+        tune_allocator()
     torch.set_num_threads(threads)
     device = _device()
     g = torch.Generator().manual_seed(pool_size)
@@ -130,8 +174,10 @@ def _scaling_child(pool_size: int, scope: str, labeled_size: int, threads: int, 
     with RSSSampler() as sampler:  # the process's lifetime peak (torch's import) would hide the pass's own
         t0 = time.perf_counter()
         scores = engine.dots(data, pool_ids, s)
-        score_s = time.perf_counter() - t0
+        first_s = time.perf_counter() - t0
     peak = sampler.peak_mb
+    score_s = float(np.median([first_s] + [timed(lambda: engine.dots(data, pool_ids, s), repeats=1, warmup=0)
+                                           for _ in range(repeats - 1)]))
     t0 = time.perf_counter()
     v = engine.reference_gradient(data, ref_ids)
     engine.solve(v, data, lab_ids, torch.Generator().manual_seed(0))
@@ -173,14 +219,15 @@ class RSSSampler:
 
 
 def scaling(sizes: tuple[int, ...] = (1000, 4000, 16000, 64000), scopes: tuple[str, ...] = ("last", "weights"),
-            labeled_size: int = 500) -> dict[str, Any]:
+            labeled_size: int = 500, repeats: int = 3) -> dict[str, Any]:
     """Scoring time and peak memory against pool size, each size in a fresh process (clean peaks)."""
     ctx = mp.get_context("spawn")
     rows = []
     for scope in scopes:
         for n in sizes:
             queue = ctx.Queue()
-            proc = ctx.Process(target=_scaling_child, args=(n, scope, labeled_size, torch.get_num_threads(), queue))
+            proc = ctx.Process(target=_scaling_child, args=(n, scope, labeled_size, torch.get_num_threads(), repeats,
+                                                             allocator_tuned(), queue))
             proc.start()
             rows.append(queue.get())
             proc.join()
@@ -194,8 +241,61 @@ def scaling(sizes: tuple[int, ...] = (1000, 4000, 16000, 64000), scopes: tuple[s
         fits[scope] = {"scoring_exponent": slope, "s_test_min_s": min(s_times), "s_test_max_s": max(s_times),
                        "peak_increase_mb": [r["peak_increase_mb"] for r in pts],
                        "peak_increase_per_1k_items_mb": [r["peak_increase_mb"] / (r["pool"] / 1000) for r in pts]}
-    return {"benchmark": "scaling", "model": "cnn", "labeled": labeled_size, "machine": machine(), "rows": rows,
+    return {"benchmark": "scaling", "model": "cnn", "labeled": labeled_size, "repeats": repeats,
+            "machine": machine(), "rows": rows,
             "fits": fits}
+
+
+def _allocator_child(tuned: bool, pool_size: int, loop_items: int, repeats: int, threads: int, queue) -> None:
+    """Inference, the scoring pass (CNN, scope ``weights``) and the batch-1 loop, in a fresh process that runs
+    with glibc's default allocator or with :func:`~influal.runtime.tune_allocator`."""
+    if tuned:
+        tune_allocator()
+    torch.set_num_threads(threads)
+    device = _device()
+    data = _mnist_pool(pool_size)
+    ids = np.arange(pool_size)
+    task = ClassificationTask(10, device)
+    model = _model("cnn", device)
+    engine = InfluenceEngine(model, task, InfluenceConfig(scope="weights", solver="lissa"))
+    s = torch.randn(engine.scope.numel, generator=torch.Generator().manual_seed(0)).to(device)
+    x = data.get_batch(ids[:loop_items])[0].to(device)
+
+    def run_loop():
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        gs_loop(model, task, x, y, engine.scope, s)
+
+    t = _interleaved({"inference": lambda: _inference(model, task, data, ids, 256),
+                      "scoring": lambda: engine.dots(data, ids, s), "loop": run_loop}, repeats)
+    t["loop"] *= pool_size / loop_items
+    queue.put({"allocator": "tuned" if allocator_tuned() else "glibc default", **t})
+
+
+def allocator(processes: int = 3, pool_size: int = 4000, loop_items: int = 100, repeats: int = 5) -> dict[str, Any]:
+    """The CLI's allocator tuning (influal/runtime.py) against glibc's defaults: ``processes`` fresh processes of
+    each, alternating, each timing inference, the scoring pass and the batch-1 loop (small CNN, ``weights``)."""
+    ctx = mp.get_context("spawn")
+    rows = []
+    for _ in range(processes):
+        for tuned in (False, True):
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_allocator_child,
+                               args=(tuned, pool_size, loop_items, repeats, torch.get_num_threads(), queue))
+            proc.start()
+            rows.append(queue.get())
+            proc.join()
+    # The loop's time is bimodal across processes on this machine (~3 s or ~5 s, under either allocator), so
+    # the conservative speed-up divides the fastest loop seen in any process by the median scoring time.
+    fastest_loop = min(r["loop"] for r in rows)
+    summary = {}
+    for name in ("glibc default", "tuned"):
+        pts = [r for r in rows if r["allocator"] == name]
+        summary[name] = {k: float(np.median([r[k] for r in pts])) for k in ("inference", "scoring", "loop")}
+        summary[name]["speedup_vs_median_loop"] = summary[name]["loop"] / summary[name]["scoring"]
+        summary[name]["speedup_vs_fastest_loop"] = fastest_loop / summary[name]["scoring"]
+    return {"benchmark": "allocator", "model": "cnn", "scope": "weights", "pool": pool_size,
+            "machine": machine(), "rows": rows, "fastest_loop_s": fastest_loop, "median_over_processes": summary}
 
 
 def _trained_cnn(labeled_size: int, seed: int = 0):
@@ -326,4 +426,5 @@ def fidelity(labeled_size: int = 1000, items: int = 120, components: int = 40, l
             "rows": out_rows}
 
 
-BENCHMARKS = {"scoring": scoring, "scaling": scaling, "solvers": solvers, "fidelity": fidelity}
+BENCHMARKS = {"scoring": scoring, "scaling": scaling, "solvers": solvers, "fidelity": fidelity,
+              "allocator": allocator}

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from ..runtime import allocator_tuned
+
 
 def timed(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
     """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` runs (seconds)."""
@@ -30,4 +32,5 @@ def timed(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
 def machine() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "allocator_tuned": allocator_tuned()}
