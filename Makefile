@@ -22,6 +22,7 @@ demo: $(STAMP)
 		--initial 100 --budget 100 --rounds 5 --seeds 3 --out results/demo
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

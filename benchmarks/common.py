@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from influal.io import atomic_write_text
-from influal.loop import run_experiment
-from influal.runtime import tune_allocator
+from influal.app.run import run_experiment
+from influal.core.io import atomic_write_text
+from influal.core.runtime import tune_allocator
 
 
 def run_timed(config, out: Path, *, fresh: bool, threads: int | None) -> float:

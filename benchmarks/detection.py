@@ -26,13 +26,15 @@ from pathlib import Path
 
 import torch
 
-from influal.config import DetectionConfig, ExperimentConfig, InfluenceConfig, TrainConfig
-from influal.io import atomic_write_json
-from influal.report import (box_table_markdown, boxes_saved, boxes_saved_markdown, boxes_to_reach,
-                            read_metrics_csv, summarize)
-
 from benchmarks.common import invocation, run_timed
 from benchmarks.common import update_docs as _update_docs
+from influal.core.io import atomic_write_json
+from influal.core.stats import summarize
+from influal.loop.config import ExperimentConfig
+from influal.report import read_metrics_csv
+from influal.settings import InfluenceConfig, TrainConfig
+from influal.tasks.detection.report import box_table_markdown, boxes_saved, boxes_saved_markdown, boxes_to_reach
+from influal.tasks.detection.settings import DetectionSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Detection (issue 5)"
@@ -41,15 +43,16 @@ STRATEGIES = ("isal", "random", "localization_stability", "det_coreset")
 
 
 def preset(data_root: str | None) -> ExperimentConfig:
+    isal = InfluenceConfig(scope="weights", solver="lissa", damping=0.01, scale=1000.0, lissa_depth=100,
+                           lissa_repeats=2, hvp_batch_size=4, batch_size=16)
     return ExperimentConfig(
-        task="detection", dataset="digit-canvas", data_root=data_root, strategies=STRATEGIES, initial=60, budget=60,
-        rounds=4, seeds=3, val_size=150, test_size=300, device="cpu",
+        task="detection", dataset="digit-canvas", model="fcos", data_root=data_root, strategies=STRATEGIES,
+        initial=60, budget=60, rounds=4, seeds=3, val_size=150, test_size=300, device="cpu",
         train=TrainConfig(epochs=12, lr=0.01, momentum=0.9, weight_decay=1e-4, batch_size=8, milestones=(9,),
-                          augment="none"),
-        influence=InfluenceConfig(scope="weights", solver="lissa", damping=0.01, scale=1000.0, lissa_depth=100,
-                                  lissa_repeats=2, hvp_batch_size=4, batch_size=16),
-        detection=DetectionConfig(detector="fcos", backbone="tiny", image_size=64, pool_size=600,
-                                  score_threshold=0.1, batch_size=16, warmup_iters=20))
+                          augment="none", warmup_iters=20, grad_clip=10.0),
+        strategy_settings={"isal": isal.to_dict()},
+        task_settings=DetectionSettings(backbone="tiny", image_size=64, pool_size=600, score_threshold=0.1,
+                                        batch_size=16))
 
 
 def parse_args(argv):
@@ -121,7 +124,8 @@ def analyse(out: Path) -> dict:
 def markdown_block(config: ExperimentConfig, result: dict, out: Path, command: str, wall: float, threads: int) -> str:
     rows = read_metrics_csv(out / "metrics.csv")
     summary = summarize(rows, "AP")
-    det, inf, tr = config.detection, config.influence, config.train
+    det, tr = config.task_settings, config.train
+    inf = InfluenceConfig.from_dict(config.strategy_settings["isal"])
     lines = [BEGIN, "",
              f"Command: `{command}`  ",
              f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs), no GPU; "
@@ -129,7 +133,7 @@ def markdown_block(config: ExperimentConfig, result: dict, out: Path, command: s
              f"Date: {dt.date.today().isoformat()}; wall time of this invocation {wall / 60:.1f} min "
              "(a resumed run only counts what it computed)  ",
              f"Setting: digit-canvas {det.image_size} px, 1-{det.max_digits} digits (pool {det.pool_size}, "
-             f"reference/validation {config.val_size}, test {config.test_size}); {det.detector} with the {det.backbone} "
+             f"reference/validation {config.val_size}, test {config.test_size}); {config.model} with the {det.backbone} "
              f"backbone; {config.initial} random images + {config.budget} per round, {config.rounds} rounds, seeds "
              f"{', '.join(map(str, config.seed_list))}; training {tr.epochs} epochs SGD lr {tr.lr}, batch "
              f"{tr.batch_size}, x{tr.gamma} at {list(tr.milestones)}; pseudo-boxes score >= {det.score_threshold}; "

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from influal.bench import BENCHMARKS
-from influal.io import atomic_write_json
-from influal.runtime import tune_allocator
+from influal.core.io import atomic_write_json
+from influal.core.runtime import tune_allocator
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -22,13 +22,22 @@ from pathlib import Path
 
 import torch
 
-from influal.io import atomic_write_json
-from influal.presets import get_preset
-from influal.report import (aubc_by_seed, default_target, efficiency_markdown, markdown_table, mean_std,
-                            paired_comparison, read_metrics_csv, savings, summarize)
-
 from benchmarks.common import invocation, run_timed
 from benchmarks.common import update_docs as _update_docs
+from influal.core.io import atomic_write_json
+from influal.loop.presets import get_preset
+from influal.report import (
+    aubc_by_seed,
+    default_target,
+    efficiency_markdown,
+    markdown_table,
+    mean_std,
+    paired_comparison,
+    read_metrics_csv,
+    savings,
+    summarize,
+)
+from influal.settings import InfluenceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Label efficiency (issue 4)"
@@ -68,7 +77,7 @@ def build_config(args):
             overrides[name] = getattr(args, name)
     influence = {k: getattr(args, k) for k in INFLUENCE_FLAGS if getattr(args, k) is not None}
     if influence:
-        overrides["influence"] = preset.settings.get("influence").replace(**influence)
+        overrides["strategy_settings"] = {"isal": influence}
     return preset.config(device="cpu", **overrides)
 
 
@@ -127,7 +136,7 @@ def verdict(result: dict) -> list[str]:
 def markdown_block(config, result: dict, out: Path, command: str, wall: float, threads: int) -> str:
     rows = read_metrics_csv(out / "metrics.csv")
     seeds = ", ".join(map(str, config.seed_list))
-    inf = config.influence
+    inf = InfluenceConfig.from_dict(config.strategy_settings.get("isal", InfluenceConfig().to_dict()))
     compute = compute_seconds(out)
     selects = select_seconds(out)
     lines = [BEGIN, "",

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from influal.data import DatasetSplits, TensorImageDataset
+from influal.api import DatasetSplits
+from influal.tasks.classification import TensorImageDataset
 
 os.environ.setdefault("INFLUAL_QUIET", "1")
 torch.set_num_threads(1)  # tiny models: one thread is as fast, and immune to oversubscription

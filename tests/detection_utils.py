@@ -6,9 +6,9 @@ import contextlib
 
 import torch
 
-from influal.detection.canvas import CanvasSpec, write_digit_canvas
-from influal.detection.coco import CocoDetectionDataset
-from influal.detection.models import build_detector
+from influal.tasks.detection.datasets.canvas import CanvasSpec, write_digit_canvas
+from influal.tasks.detection.datasets.coco import CocoDetectionDataset
+from influal.tasks.detection.models import build_detector
 
 SIZE = 48
 SPEC = CanvasSpec(pool=12, val=4, test=6, image_size=SIZE, min_scale=12, max_scale=18, seed=3)

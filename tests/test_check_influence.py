@@ -2,13 +2,12 @@
 
 import numpy as np
 import torch
+from conftest import blob_splits, mlp_model
 
-from influal.config import InfluenceConfig
 from influal.influence.check import check_solvers, verdict
 from influal.influence.solvers import ConjugateGradient, SolveResult
-from influal.tasks import ClassificationTask
-
-from conftest import blob_splits, mlp_model
+from influal.settings import InfluenceConfig
+from influal.tasks.classification import ClassificationTask
 
 
 class BrokenSolver:

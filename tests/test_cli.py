@@ -40,8 +40,8 @@ def test_run_and_report_on_offline_mnist(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--dataset", "imagenet"], "unknown dataset"),
-    (["--model", "vgg"], "unknown model"),
+    (["--dataset", "imagenet"], "unknown classification dataset 'imagenet'"),
+    (["--model", "vgg"], "unknown classification model 'vgg'"),
     (["--strategies", "isal,psychic"], "unknown strategy"),
     (["--budget", "5000"], "exceeds the pool"),
     (["--initial", "4000"], "exceeds the pool"),

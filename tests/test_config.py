@@ -4,15 +4,32 @@ import json
 
 import pytest
 
-from influal.config import INFLUENCE_PRESETS, ExperimentConfig, InfluenceConfig, TrainConfig
-from influal.errors import ConfigError
+from influal.core.errors import ConfigError
+from influal.loop.config import ExperimentConfig
+from influal.settings import INFLUENCE_PRESETS, InfluenceConfig, TrainConfig
 
 
 def test_round_trip_through_json():
-    cfg = ExperimentConfig(strategies=("isal", "random"), train=TrainConfig.preset("paper"),
-                           influence=INFLUENCE_PRESETS["paper"])
+    cfg = ExperimentConfig(strategies=("isal", "random", "bald"), train=TrainConfig.preset("paper"),
+                           strategy_settings={"isal": {"preset": "paper"}, "bald": {"samples": 7}})
     again = ExperimentConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
+    assert cfg.strategy_settings["isal"] == INFLUENCE_PRESETS["paper"].to_dict()  # resolved: what ran, in full
+    assert cfg.strategy_settings["bald"]["samples"] == 7 and cfg.strategy_settings["random"] == {}
+
+
+def test_task_defaults_fill_dataset_model_recipe_and_settings_block():
+    det = ExperimentConfig(task="detection")
+    assert (det.dataset, det.model, det.train.lr, det.train.grad_clip) == ("digit-canvas", "fcos", 0.01, 10.0)
+    assert type(det.task_settings).__name__ == "DetectionSettings"
+    cls = ExperimentConfig()
+    assert (cls.dataset, cls.model, cls.train.epochs) == ("mnist5k", "cnn", 30)
+    with pytest.raises(ConfigError, match="unknown task 'segmentation'"):
+        ExperimentConfig(task="segmentation")
+    with pytest.raises(ConfigError, match="strategy_settings names coreset"):
+        ExperimentConfig(strategy_settings={"coreset": {}})
+    with pytest.raises(ConfigError, match="does not take the setting"):
+        ExperimentConfig(strategy_settings={"random": {"temperature": 2}})
 
 
 def test_paper_presets_hold_the_official_settings():

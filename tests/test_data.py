@@ -7,8 +7,9 @@ import pytest
 import torch
 from scipy.io import savemat
 
-from influal.data import TensorImageDataset, iterate_batches, load_dataset, stratified_split
-from influal.errors import ConfigError, DataError
+from influal.core.batching import iterate_batches
+from influal.core.errors import ConfigError, DataError
+from influal.tasks.classification.datasets import TensorImageDataset, load_dataset, stratified_split
 
 
 def test_stratified_split_sizes_disjoint_and_proportional():
@@ -103,7 +104,7 @@ def test_malformed_cifar_file_is_a_data_error(tmp_path):
 
 
 def test_unknown_dataset_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown dataset"):
+    with pytest.raises(ConfigError, match="unknown classification dataset"):
         load_dataset("imagenet")
 
 

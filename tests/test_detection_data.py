@@ -5,14 +5,13 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from detection_utils import SPEC, canvas
 from PIL import Image
 
-from influal.detection.canvas import CanvasSpec, write_digit_canvas
-from influal.detection.coco import CocoDetectionDataset
-from influal.detection.voc import VOC_CLASSES, load_voc, voc_to_coco
-from influal.errors import ConfigError, DataError
-
-from detection_utils import SPEC, canvas
+from influal.core.errors import ConfigError, DataError
+from influal.tasks.detection.datasets.canvas import CanvasSpec, write_digit_canvas
+from influal.tasks.detection.datasets.coco import CocoDetectionDataset
+from influal.tasks.detection.datasets.voc import VOC_CLASSES, load_voc, voc_to_coco
 
 
 def _digest(root):

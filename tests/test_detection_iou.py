@@ -4,8 +4,8 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from influal.detection.iou import max_iou, pairwise_iou, xywh_to_xyxy, xyxy_to_xywh
-from influal.detection.strategies import stability
+from influal.tasks.detection.boxes import max_iou, pairwise_iou, xywh_to_xyxy, xyxy_to_xywh
+from influal.tasks.detection.strategies import stability
 
 
 def test_iou_hand_computed_cases():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from influal.detection.metrics import coco_ap
-from influal.report import box_table_markdown, boxes_saved, boxes_to_reach
+from influal.tasks.detection.metrics import coco_ap
+from influal.tasks.detection.report import box_table_markdown, boxes_saved, boxes_to_reach
 
 GT = {"images": [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}],
       "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0},

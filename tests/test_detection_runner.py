@@ -3,18 +3,21 @@
 import json
 
 import pytest
-
-from influal.cli import main
-from influal.config import DetectionConfig, ExperimentConfig, InfluenceConfig, TrainConfig
-from influal.errors import ConfigError
-from influal.loop import Experiment, run_experiment
-
 from detection_utils import one_thread
 
+from influal.app.run import run_experiment
+from influal.cli import main
+from influal.core.errors import ConfigError
+from influal.loop import Experiment
+from influal.loop.config import ExperimentConfig
+from influal.settings import TrainConfig
+from influal.tasks.detection.settings import DetectionSettings
+
 TINY = dict(task="detection", dataset="digit-canvas", initial=4, budget=3, rounds=2, seeds=1, val_size=4,
-            test_size=4, train=TrainConfig(epochs=1, lr=0.01, batch_size=4, milestones=(), weight_decay=1e-4),
-            influence=InfluenceConfig(lissa_depth=2, lissa_repeats=1, batch_size=4),
-            detection=DetectionConfig(image_size=48, pool_size=12, batch_size=4, warmup_iters=0))
+            test_size=4, train=TrainConfig(epochs=1, lr=0.01, batch_size=4, milestones=(), weight_decay=1e-4,
+                                           grad_clip=10.0),
+            task_settings=DetectionSettings(image_size=48, pool_size=12, batch_size=4))
+ISAL_FAST = {"lissa_depth": 2, "lissa_repeats": 1, "batch_size": 4}
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +28,8 @@ def _single_thread():
 
 def test_detection_experiment_runs_every_detection_strategy_and_reports_boxes(tmp_path):
     config = ExperimentConfig(strategies=("isal", "random", "localization_stability", "det_coreset",
-                                          "det_learning_loss"), data_root=str(tmp_path / "data"), **TINY)
+                                          "det_learning_loss"), data_root=str(tmp_path / "data"),
+                              strategy_settings={"isal": ISAL_FAST}, **TINY)
     states = run_experiment(config, tmp_path / "out")
     experiment_pool = Experiment.prepare(config, tmp_path / "out").splits.pool
     for (name, _seed), state in states.items():
@@ -40,12 +44,13 @@ def test_detection_experiment_runs_every_detection_strategy_and_reports_boxes(tm
     assert "## AP @ ground-truth boxes" in report and "## Boxes saved against random at equal AP" in report
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert saved["task"] == "detection" and saved["detection"]["score_threshold"] == 0.1
+    assert saved["task"] == "detection" and saved["task_settings"]["score_threshold"] == 0.1
+    assert saved["model"] == "fcos" and saved["version"] == 2
 
 
 def test_target_ap_mode_stops_a_run_at_the_first_round_that_reaches_it(tmp_path):
     config = ExperimentConfig(strategies=("random",), data_root=str(tmp_path / "data"),
-                              **{**TINY, "rounds": 3, "detection": TINY["detection"].replace(target_ap=0.4)})
+                              **{**TINY, "rounds": 3, "stop_at": 0.4})
     experiment = Experiment.prepare(config, tmp_path / "out")
     aps = iter([0.2, 0.5, 0.9])
     experiment.task.evaluate = lambda model, dataset, ids=None: {"AP": next(aps)}
@@ -56,38 +61,51 @@ def test_target_ap_mode_stops_a_run_at_the_first_round_that_reaches_it(tmp_path)
 
 def test_detection_config_checks_strategy_scope_and_dataset(tmp_path):
     base = {**TINY, "data_root": str(tmp_path / "data")}
-    for changes, message in [({"strategies": ("entropy",)}, "does not support object detection"),
-                             ({"influence": InfluenceConfig(scope="last")}, "scope 'last'"),
-                             ({"dataset": "mnist5k"}, "not a detection dataset"),
+    for changes, message in [({"strategies": ("entropy",)}, "needs probabilities"),
+                             ({"strategy_settings": {"isal": {"scope": "last"}}}, "scope 'last'"),
+                             ({"dataset": "mnist5k"}, "unknown detection dataset"),
                              ({"dataset": "voc"}, "needs --data-root")]:
         config = ExperimentConfig(**{**base, **changes})
         if changes.get("dataset") == "voc":
             config = config.replace(data_root=None)
         with pytest.raises(ConfigError, match=message):
             Experiment.prepare(config, tmp_path / "never")
-    with pytest.raises(ConfigError, match="detector"):
-        DetectionConfig(detector="yolo")
+    with pytest.raises(ConfigError, match="unknown detector family 'yolo'"):
+        Experiment.prepare(ExperimentConfig(**{**base, "model": "yolo"}), tmp_path / "never")
 
 
 def test_cli_runs_faster_rcnn_and_rejects_detection_flags_without_the_task(tmp_path, capsys):
-    args = ["run", "--task", "detection", "--detector", "fasterrcnn", "--image-size", "48", "--pool-size", "10",
+    args = ["run", "--task", "detection", "--model", "fasterrcnn", "--image-size", "48", "--pool-size", "10",
             "--val-size", "3", "--test-size", "3", "--initial", "4", "--budget", "2", "--rounds", "2", "--seeds", "1",
             "--epochs", "1", "--strategies", "isal", "--lissa-depth", "2", "--lissa-repeats", "1",
             "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--quiet"]
     assert main(args) == 0
     config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["detection"]["detector"] == "fasterrcnn" and config["dataset"] == "digit-canvas"
-    assert config["train"]["lr"] == 0.01  # the detection recipe by default
+    assert config["model"] == "fasterrcnn" and config["dataset"] == "digit-canvas"
+    assert config["train"]["lr"] == 0.01 and config["train"]["warmup_iters"] == 50  # the detection recipe by default
     assert "AP @ ground-truth boxes" in capsys.readouterr().out
-    assert main(["run", "--detector", "fcos", "--out", str(tmp_path / "x")]) == 2
-    assert "add --task detection" in capsys.readouterr().err
+    assert main(["run", "--backbone", "tiny", "--out", str(tmp_path / "x")]) == 2
+    assert "--backbone only apply to --task detection" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_deprecated_detector_flag_still_selects_the_family_and_says_so(tmp_path, capsys):
+    from influal.cli import build_config, make_parser
+
+    args = make_parser().parse_args(["run", "--detector", "fasterrcnn", "--target-ap", "40", "--out", "x"])
+    config = build_config(args)
+    assert config.task == "detection" and config.model == "fasterrcnn" and config.stop_at == 0.4
+    err = capsys.readouterr().err
+    assert "--detector is deprecated; use --model" in err and "--target-ap is deprecated; use --stop-at" in err
 
 
 def test_coco_json_folders_get_a_reference_split_held_out_of_the_pool(tmp_path):
     import shutil
 
-    from influal.detection.canvas import write_digit_canvas
-    from influal.detection.runner import load_detection_splits
+    from influal.tasks import get_task
+    from influal.tasks.detection.datasets.canvas import write_digit_canvas
+
+    load_detection_splits = get_task("detection").load_data
 
     from detection_utils import SPEC
 

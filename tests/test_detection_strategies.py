@@ -1,17 +1,17 @@
-"""Detection baselines: k-center greedy against brute force, the learning-loss ranking loss, and the contract."""
+"""Detection baselines: known answers (k-center greedy from the labeled set, the ranking loss, the noise, the
+stability ranking) and the refusal of a task without detections. The contract itself is in tests/contract."""
 
 import numpy as np
 import pytest
 import torch
-
-from influal.detection.strategies import (DetectionCoreSet, DetectionLearningLoss, LocalizationStability,
-                                          add_gaussian_noise, k_center_greedy, ranking_loss)
-from influal.detection.task import DetectionTask
-from influal.errors import ConfigError
-from influal.strategies import DETECTION_STRATEGIES, STRATEGIES, SelectionContext, make_strategy
-from influal.tasks import ClassificationTask
-
 from detection_utils import canvas, detector, one_thread
+
+from influal.api import NotSupported, SelectionContext
+from influal.strategies import CoresetStrategy, make_strategy
+from influal.strategies.kernels import k_center_greedy, margin_ranking_loss
+from influal.tasks.classification import ClassificationTask
+from influal.tasks.detection.strategies import DetectionLearningLoss, LocalizationStability, add_gaussian_noise
+from influal.tasks.detection.task import DetectionTask
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +23,7 @@ def _single_thread():
 def test_k_center_greedy_matches_brute_force():
     g = torch.Generator().manual_seed(0)
     labeled, unlabeled = torch.randn(5, 3, generator=g), torch.randn(40, 3, generator=g)
-    picks, gaps = k_center_greedy(labeled, unlabeled, 6)
+    picks, gaps = k_center_greedy(unlabeled, labeled, 6)
     centres = [labeled[i] for i in range(len(labeled))]
     chosen = []
     for _ in range(6):
@@ -40,7 +40,7 @@ def test_ranking_loss_is_the_ll4al_margin_loss():
     target = torch.tensor([5.0, 1.0, 2.0, 4.0])
     # pairs (0, 3) and (1, 2): targets 5 > 4 and 1 < 2; predictions 2 - 3 = -1 and 0 - 1 = -1
     expected = (max(0.0, 1.0 - 1 * (-1.0)) + max(0.0, 1.0 - (-1) * (-1.0))) / 2
-    assert float(ranking_loss(pred, target)) == pytest.approx(expected)
+    assert float(margin_ranking_loss(pred, target)) == pytest.approx(expected)
 
 
 def test_gaussian_noise_is_seeded_and_clipped():
@@ -66,24 +66,6 @@ def _ctx(parts, seed=0):
                             generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("name", sorted(DETECTION_STRATEGIES))
-def test_detection_strategies_obey_the_contract(context_parts, name):
-    strategy = make_strategy(name)
-    assert strategy.name == name and name not in STRATEGIES
-    if isinstance(strategy, DetectionLearningLoss):
-        strategy.epochs = 5
-    first = strategy.select(_ctx(context_parts), 3)
-    again = make_strategy(name)
-    if isinstance(again, DetectionLearningLoss):
-        again.epochs = 5
-    second = again.select(_ctx(context_parts), 3)
-    ids = first.ids.tolist()
-    assert len(ids) == 3 == len(set(ids)) and set(ids) <= set(range(4, 12))
-    assert ids == second.ids.tolist()
-    with pytest.raises(ConfigError):
-        strategy.select(_ctx(context_parts), 9)
-
-
 def test_localization_stability_picks_the_least_stable_images(context_parts):
     strategy = LocalizationStability(noise_levels=(0.2,))
     ctx = _ctx(context_parts)
@@ -97,6 +79,12 @@ def test_detection_strategies_refuse_a_classification_task(context_parts):
     data, model = context_parts
     ctx = SelectionContext(model=model, task=ClassificationTask(10), pool=data["pool"], labeled_ids=np.arange(2),
                            unlabeled_ids=np.arange(2, 8))
-    for strategy in (LocalizationStability(), DetectionCoreSet(), DetectionLearningLoss()):
-        with pytest.raises(ConfigError, match="--task detection"):
+    for strategy in (LocalizationStability(), DetectionLearningLoss()):
+        with pytest.raises(NotSupported, match="needs detections"):
             strategy.select(ctx, 2)
+
+
+def test_det_coreset_is_core_set_on_the_detector_head_features(context_parts):
+    assert isinstance(make_strategy("det_coreset"), CoresetStrategy)
+    picked = make_strategy("det_coreset").select(_ctx(context_parts), 3).ids
+    assert picked.tolist() == make_strategy("coreset").select(_ctx(context_parts), 3).ids.tolist()

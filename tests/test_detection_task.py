@@ -3,15 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from detection_utils import canvas, detector, one_thread
 
-from influal.config import InfluenceConfig, TrainConfig
-from influal.detection.gradients import per_image_dot
-from influal.detection.task import DetectionTask, keep_confident
+from influal.api import Task
 from influal.influence import InfluenceEngine, ParamScope
 from influal.influence.grads import gs_loop
-from influal.tasks import Task
-
-from detection_utils import canvas, detector, one_thread
+from influal.settings import InfluenceConfig, TrainConfig
+from influal.tasks.detection.gradients import per_image_dot
+from influal.tasks.detection.task import DetectionTask, keep_confident
 
 KINDS = ("fcos", "fasterrcnn")
 PAPER_SCOPE = {
@@ -87,11 +86,11 @@ def test_per_image_dot_equals_a_batch_size_one_loop(data, kind, scope_name):
     images, targets = _batch(data)
     scope = ParamScope(model, scope_name)
     s = torch.randn(scope.numel, generator=torch.Generator().manual_seed(1))
-    fast = task.per_sample_dot(model, images, targets, scope, s, "jvp")
+    fast = task.influence_hooks().per_sample_dot(model, images, targets, scope, s, "jvp")
     loop = gs_loop(model, task, images, targets, scope, s)
     assert fast.shape == (3,) and torch.isfinite(fast).all() and fast.abs().min() > 0
     assert torch.allclose(fast, loop, rtol=1e-4, atol=1e-6 * float(loop.abs().max()))
-    assert task.per_sample_dot(model, images, targets, scope, s, "loop") is None  # the reference path stays generic
+    assert task.influence_hooks().per_sample_dot(model, images, targets, scope, s, "loop") is None  # the reference path stays generic
 
 
 def test_per_image_dot_declines_scopes_beyond_the_final_layers(data):
@@ -147,12 +146,12 @@ def test_influence_engine_scores_detector_images_with_the_fast_path(data):
 
 def test_training_lowers_the_loss_and_leaves_only_the_final_layers_trainable(data):
     model = detector("fcos")
-    task = DetectionTask(10, warmup_iters=0)
+    task = DetectionTask(10)
     ids = np.arange(len(data["pool"]))
     images, targets = data["pool"].get_batch(ids)
     with torch.no_grad():
         before = float(task.loss(model.eval(), images, targets).mean())
-    cfg = TrainConfig(epochs=4, lr=0.01, batch_size=4, milestones=(), weight_decay=1e-4)
+    cfg = TrainConfig(epochs=4, lr=0.01, batch_size=4, milestones=(), weight_decay=1e-4, grad_clip=10.0)
     task.train(model, data["pool"], ids, cfg, torch.Generator().manual_seed(0))
     with torch.no_grad():
         after = float(task.loss(model, images, targets).mean())
@@ -163,8 +162,8 @@ def test_training_lowers_the_loss_and_leaves_only_the_final_layers_trainable(dat
 
 
 def test_weights_load_from_a_local_file_only_where_shapes_fit(tmp_path):
-    from influal.detection.models import build_detector
-    from influal.errors import ConfigError, DataError
+    from influal.core.errors import ConfigError, DataError
+    from influal.tasks.detection.models import build_detector
 
     source = detector("fcos", seed=1, num_classes=10)
     path = tmp_path / "fcos.pth"
@@ -189,7 +188,7 @@ def test_weights_load_from_a_local_file_only_where_shapes_fit(tmp_path):
 def test_resnet50_fpn_builds_and_takes_imagenet_backbone_weights(tmp_path, kind):
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    from influal.detection.models import build_detector
+    from influal.tasks.detection.models import build_detector
 
     conv1 = torch.randn(64, 3, 7, 7, generator=torch.Generator().manual_seed(0))
     torch.save({"conv1.weight": conv1, "layer1.0.conv1.weight": torch.ones(64, 64, 1, 1), "fc.weight": torch.ones(1)},

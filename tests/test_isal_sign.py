@@ -6,14 +6,14 @@ usual up-weighting) and retraining changes the summed reference loss by about sc
 """
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
-
-from influal.config import InfluenceConfig
-from influal.strategies import ISALStrategy, SelectionContext
-from influal.tasks import ClassificationTask
-
 from conftest import blob_splits, linear_model
+
+from influal.settings import InfluenceConfig
+from influal.strategies import ISALStrategy, SelectionContext, make_strategy
+from influal.tasks.classification import ClassificationTask
 
 LAM = 0.05
 
@@ -48,9 +48,9 @@ def test_isal_scores_predict_the_retrained_reference_loss_change():
     x, y = splits.pool.get_batch(labeled)
     base = fit(linear_model(seed=0), x, y)
     ctx = SelectionContext(model=base, task=ClassificationTask(3), pool=splits.pool, labeled_ids=labeled,
-                           unlabeled_ids=unlabeled, reference=splits.val,
-                           influence=InfluenceConfig(scope="all", solver="exact", damping=LAM, batch_size=16))
-    selection = ISALStrategy().select(ctx, budget=5)
+                           unlabeled_ids=unlabeled, reference=splits.val)
+    strategy = make_strategy("isal", scope="all", solver="exact", damping=LAM, batch_size=16)
+    selection = strategy.select(ctx, budget=5)
     scores = selection.scores
     result = ctx.extras["influence"]
     assert np.array_equal(result.ids, unlabeled)
@@ -73,3 +73,9 @@ def test_isal_scores_predict_the_retrained_reference_loss_change():
     assert actual[best].mean() < actual[worst].mean()
     assert set(selection.ids) == set(unlabeled[best])
     assert np.corrcoef(predicted, actual)[0, 1] > 0.9
+    # the deprecated way (settings in the context) still gives the same selection, with a warning
+    old_ctx = SelectionContext(model=base, task=ClassificationTask(3), pool=splits.pool, labeled_ids=labeled,
+                               unlabeled_ids=unlabeled, reference=splits.val,
+                               influence=InfluenceConfig(scope="all", solver="exact", damping=LAM, batch_size=16))
+    with pytest.warns(DeprecationWarning, match="SelectionContext.influence is deprecated"):
+        assert np.array_equal(ISALStrategy().select(old_ctx, budget=5).ids, selection.ids)

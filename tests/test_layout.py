@@ -3,15 +3,14 @@
 import numpy as np
 import pytest
 import torch
+from conftest import blobs
 
-from influal.config import InfluenceConfig
-from influal.errors import ConfigError
+from influal.core.errors import ConfigError
 from influal.influence import InfluenceEngine
 from influal.influence.layout import channels_last, wants_channels_last
-from influal.models import SmallCNN
-from influal.tasks import ClassificationTask
-
-from conftest import blobs
+from influal.settings import InfluenceConfig
+from influal.tasks.classification import ClassificationTask
+from influal.tasks.classification.models import SmallCNN
 
 
 def _cnn():
@@ -53,14 +52,15 @@ def test_channels_last_restores_on_error_and_nests():
 
 
 def test_auto_layout_is_for_cpu_classifiers_with_convolutions():
-    task = ClassificationTask(4)
-    assert wants_channels_last(_cnn(), "auto", task)
-    assert not wants_channels_last(_cnn(), "preserve", task)
-    assert not wants_channels_last(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), "auto", task)
-    assert not wants_channels_last(_cnn(), "auto", object())  # a task that does not ask for it (detection)
-    assert wants_channels_last(_cnn(), "channels_last", object())
+    prefers = ClassificationTask(4).influence_hooks().prefers_channels_last
+    assert prefers
+    assert wants_channels_last(_cnn(), "auto", prefers)
+    assert not wants_channels_last(_cnn(), "preserve", prefers)
+    assert not wants_channels_last(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), "auto", prefers)
+    assert not wants_channels_last(_cnn(), "auto", False)  # a task whose hooks do not ask for it (detection)
+    assert wants_channels_last(_cnn(), "channels_last", False)
     with pytest.raises(ConfigError, match="memory_format"):
-        wants_channels_last(_cnn(), "nhwc", task)
+        wants_channels_last(_cnn(), "nhwc", prefers)
     with pytest.raises(ConfigError, match="memory_format"):
         InfluenceConfig(memory_format="nhwc")
 

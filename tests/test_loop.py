@@ -5,20 +5,21 @@ import json
 
 import numpy as np
 import pytest
-
-from influal.config import ExperimentConfig, InfluenceConfig, TRAIN_PRESETS
-from influal.errors import StateError
-from influal.loop import Experiment, initial_labeled, run_experiment
-from influal.state import ActiveState, RoundRecord
-from influal.tasks import ClassificationTask
-
 from conftest import blob_splits, mlp_model
+
+from influal.app.run import run_experiment
+from influal.core.errors import ConfigError, StateError
+from influal.loop import Experiment, initial_labeled
+from influal.loop.config import ExperimentConfig
+from influal.loop.state import ActiveState, RoundRecord
+from influal.settings import TRAIN_PRESETS
+from influal.tasks.classification import ClassificationTask
 
 
 def _config(**kw):
     base = dict(dataset="blobs", model="custom", strategies=("isal", "random"), initial=10, budget=8, rounds=3,
                 seeds=2, device="cpu", train=TRAIN_PRESETS["fast"],
-                influence=InfluenceConfig(scope="weights", lissa_depth=15, lissa_repeats=2, scale=100.0))
+                strategy_settings={"isal": dict(scope="weights", lissa_depth=15, lissa_repeats=2, scale=100.0)})
     base.update(kw)
     return ExperimentConfig(**base)
 
@@ -110,8 +111,38 @@ def test_state_round_trip_and_checks(tmp_path):
 def test_a_saved_config_without_a_newer_setting_or_with_another_memory_layout_resumes(tmp_path):
     _run(tmp_path, _config(rounds=2))
     saved = json.loads((tmp_path / "config.json").read_text())
-    del saved["influence"]["memory_format"]  # written before the setting existed: it reads as its default
+    del saved["strategy_settings"]["isal"]["memory_format"]  # written before the setting existed: its default
     (tmp_path / "config.json").write_text(json.dumps(saved))
     Experiment.prepare(_config(rounds=2), tmp_path, splits=blob_splits(), model_factory=mlp_model)
-    other_layout = _config(rounds=2, influence=_config().influence.replace(memory_format="preserve"))
+    isal = {**_config().strategy_settings["isal"], "memory_format": "preserve"}
+    other_layout = _config(rounds=2, strategy_settings={"isal": isal})
     Experiment.prepare(other_layout, tmp_path, splits=blob_splits(), model_factory=mlp_model)
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("config_v1_demo.json", ["run", "--dataset", "mnist5k", "--model", "cnn", "--strategies", "isal,random",
+                             "--initial", "100", "--budget", "100", "--rounds", "5", "--seeds", "3", "--out", "x"]),
+    ("config_v1_detection.json", None),
+])
+def test_config_files_of_version_1_read_as_the_same_experiment(name, argv):
+    """config.json written by influal 0.1 (top-level influence and detection blocks) resumes: it compares equal
+    to the config today's command or API builds for the same experiment."""
+    from pathlib import Path
+
+    from influal.cli import build_config, make_parser
+    from influal.loop.experiment import comparable
+
+    old = json.loads((Path(__file__).parent / "data" / name).read_text())
+    if argv is not None:
+        new = build_config(make_parser().parse_args(argv)).to_dict()
+    else:
+        import benchmarks.detection as bench
+
+        new = bench.preset(old["data_root"]).to_dict()
+    assert comparable(old) == comparable(new)
+    migrated = ExperimentConfig.from_dict(old)
+    assert migrated.to_dict()["version"] == 2 and "influence" not in migrated.to_dict()
+    if old["task"] == "detection":
+        assert migrated.model == "fcos" and migrated.train.warmup_iters == 20 and migrated.train.grad_clip == 10.0
+    with pytest.raises(ConfigError, match="config version 3"):
+        ExperimentConfig.from_dict({**new, "version": 3})

@@ -3,9 +3,9 @@
 import pytest
 
 from influal.cli import build_config, main, make_parser
-from influal.config import INFLUENCE_PRESETS, TRAIN_PRESETS
-from influal.errors import ConfigError
-from influal.presets import PRESETS, get_preset
+from influal.core.errors import ConfigError
+from influal.loop.presets import PRESETS, get_preset
+from influal.settings import INFLUENCE_PRESETS, TRAIN_PRESETS
 
 
 def _config(*argv):
@@ -16,7 +16,7 @@ def test_cifar10_preset_is_the_papers_protocol():
     cfg = _config("--preset", "cifar10", "--data-root", "/data")
     assert (cfg.dataset, cfg.model, cfg.initial, cfg.budget, cfg.rounds) == ("cifar10", "resnet18", 1000, 1000, 10)
     assert cfg.train == TRAIN_PRESETS["paper"] and cfg.train.epochs == 200 and cfg.train.milestones == (160,)
-    assert cfg.influence == INFLUENCE_PRESETS["paper"]
+    assert cfg.strategy_settings["isal"] == INFLUENCE_PRESETS["paper"].to_dict()
     assert {"isal", "random", "coreset", "learning_loss"} <= set(cfg.strategies)
     assert _config("--preset", "svhn", "--data-root", "/d").initial == 1466
     large = _config("--preset", "cifar10-large", "--data-root", "/d")
@@ -30,7 +30,7 @@ def test_explicit_flags_override_the_preset():
     assert cfg.rounds == 3 and cfg.initial == 1000
     assert cfg.train.epochs == 50 and cfg.train.milestones == () and cfg.train.lr == 0.1
     assert cfg.strategies == ("isal", "random") and cfg.model == "resnet18-maxpool"
-    assert cfg.influence.solver == "cg" and cfg.influence.lissa_depth == 250
+    assert cfg.strategy_settings["isal"]["solver"] == "cg" and cfg.strategy_settings["isal"]["lissa_depth"] == 250
 
 
 def test_without_a_preset_the_defaults_are_unchanged():

@@ -16,8 +16,17 @@ import math
 import pytest
 
 from influal.cli import main
-from influal.report import (aubc, aubc_by_seed, labels_to_reach, paired_comparison, paired_stats, parse_target,
-                            read_metrics_csv, savings, summarize)
+from influal.report import (
+    aubc,
+    aubc_by_seed,
+    labels_to_reach,
+    paired_comparison,
+    paired_stats,
+    parse_target,
+    read_metrics_csv,
+    savings,
+    summarize,
+)
 
 CURVES = {"random": [(.50, .60, .70), (.50, .62, .72), (.50, .58, .68)],
           "isal": [(.50, .65, .75), (.50, .66, .74), (.50, .64, .76)]}

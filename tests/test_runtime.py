@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from influal import runtime
+from influal.core import runtime
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from influal.errors import SolverError
-from influal.influence import AutoLiSSA, ConjugateGradient, ExactSolver, HessianOperator, LiSSA, ParamScope
-from influal.tasks import ClassificationTask
-
 from conftest import blob_splits, mlp_model
+
+from influal.core.errors import SolverError
+from influal.influence import AutoLiSSA, ConjugateGradient, ExactSolver, HessianOperator, LiSSA, ParamScope
+from influal.tasks.classification import ClassificationTask
 
 
 def _trained_problem():
@@ -44,7 +43,7 @@ def _dense_hessian_by_autograd(model, scope, x, y):
 @pytest.mark.parametrize("scope_name", ["last", "all"])
 def test_dense_hessian_matches_autograd_hessian(scope_name):
     splits, model, task, ids = _trained_problem()
-    scope = ParamScope(model, scope_name)
+    scope = ParamScope(model, scope_name, task.influence_hooks())
     op = HessianOperator(model, task, splits.pool, ids, scope, batch_size=16)  # several batches: weighting matters
     x, y = splits.pool.get_batch(ids)
     H_ref = _dense_hessian_by_autograd(model, scope, x, y)
@@ -126,12 +125,12 @@ def test_exact_solver_reports_indefinite_hessian():
 
 
 def test_last_layer_hessian_from_cached_features_matches_double_backward():
-    from influal.influence.hvp import LastLayerHessian
+    from influal.tasks.classification.influence import LastLayerHessian
 
     splits, model, task, ids = _trained_problem()
-    scope = ParamScope(model, "last")
+    scope = ParamScope(model, "last", task.influence_hooks())
     generic = HessianOperator(model, task, splits.pool, ids, scope, batch_size=16)
-    cached = LastLayerHessian(model, task, splits.pool, ids, scope, batch_size=16)
+    cached = LastLayerHessian(model, task.influence_hooks(), splits.pool, ids, scope, batch_size=16)
     assert torch.allclose(cached.dense(chunk=5), generic.dense(), atol=1e-6, rtol=1e-5)
     vec = torch.randn(scope.numel, generator=torch.Generator().manual_seed(3))
     assert torch.allclose(cached.full(vec), generic.full(vec), atol=1e-6, rtol=1e-5)

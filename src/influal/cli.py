@@ -1,31 +1,73 @@
-"""The ``influal`` command. User mistakes become one line on stderr and exit status 2."""
+"""The ``influal`` command. User mistakes become one line on stderr and exit status 2.
+
+Task-blind: the flags of the training recipe, of ISAL and of every registered task's settings block are
+generated from their settings classes (:func:`influal.settings.add_arguments`); tasks, data sets, models and
+strategies are looked up in their registries.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from .errors import InflualError
-from .runtime import tune_allocator
+from .core.errors import ConfigError, InflualError
+from .core.runtime import tune_allocator
+from .settings import INFLUENCE_PRESETS, InfluenceConfig, TrainConfig, add_arguments, given_arguments
 
 EXIT_USAGE = 2
+TRAIN_DEST = "train__"
+INFLUENCE_DEST = "influence__"
+TASK_DEST = "task__"
 
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _option(text: str) -> tuple[str, str, object]:
+    """``NAME.KEY=VALUE`` -> (strategy, setting, value); the value is read as JSON where it parses, else text."""
+    head, sep, raw = text.partition("=")
+    name, dot, key = head.partition(".")
+    if not sep or not dot or not name or not key:
+        raise argparse.ArgumentTypeError(f"expected STRATEGY.SETTING=VALUE (e.g. bald.samples=10), got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name.strip(), key.strip(), value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage is one `influal run --help` away)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(EXIT_USAGE, f"influal: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _task_plugins():
+    from .tasks import TASKS
+
+    return list(TASKS.items())
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
-    # Defaults of None mean "the preset's value, else ExperimentConfig's default" (mnist5k, cnn, isal,random,
-    # 100 initial, 100 per round, 5 rounds, 3 seeds, the demo training recipe): explicit flags override presets.
+    # Defaults of None mean "the preset's value, else the task's default" (classification: mnist5k, cnn, the demo
+    # recipe; detection: digit-canvas, fcos, the detection recipe); explicit flags override presets.
+    plugins = _task_plugins()
     p.add_argument("--preset", default=None, help="fill the settings from a named preset: cifar10, cifar100, svhn, "
                    "cifar10-large (need --data-root), mnist5k-bench (offline); explicit flags override it")
-    p.add_argument("--dataset", default=None, help="mnist5k (offline), cifar10, cifar100, svhn; detection: "
-                   "digit-canvas (offline), coco, voc")
-    p.add_argument("--data-root", default=None, help="local folder with the dataset in torchvision's format")
-    p.add_argument("--model", default=None, help="cnn, resnet18, resnet18-maxpool, linear")
+    p.add_argument("--task", default=None, help=f"one of {', '.join(name for name, _ in plugins)} (default "
+                   "classification)")
+    p.add_argument("--dataset", default=None, help="; ".join(f"{name}: {', '.join(pl.datasets().names())}"
+                                                             for name, pl in plugins))
+    p.add_argument("--data-root", default=None, help="local folder (or file) with the dataset; nothing is downloaded")
+    p.add_argument("--model", default=None, help="; ".join(f"{name}: {', '.join(pl.models().names())}"
+                                                           for name, pl in plugins))
     p.add_argument("--strategies", default=None, type=_csv, help="comma-separated strategy names")
+    p.add_argument("--strategy-option", action="append", default=[], type=_option, metavar="NAME.KEY=VALUE",
+                   help="a strategy's own setting, e.g. bald.samples=10 or isal.solver=exact (repeatable)")
     p.add_argument("--initial", type=int, default=None, help="size of the random initial labeled set")
     p.add_argument("--budget", type=int, default=None, help="items labeled per round")
     p.add_argument("--rounds", type=int, default=None, help="trained-and-evaluated models, the initial one included")
@@ -33,145 +75,147 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--val-size", type=int, default=None, help="reference (validation) split size")
     p.add_argument("--test-size", type=int, default=None)
+    p.add_argument("--stop-at", type=float, default=None, help="end a run at the first round whose test metric "
+                   "reaches this (a fraction, or in percent)")
     p.add_argument("--out", required=True, help="results folder (resumed if it holds the same experiment)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     g = p.add_argument_group("training (a preset, then overrides)")
-    g.add_argument("--train-preset", default=None, help="demo (default), paper, fast; detection (default for "
-                   "--task detection), detection-paper")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--augment", help="none, crop, flip_crop")
-    g = p.add_argument_group("influence (ISAL)")
-    g.add_argument("--influence-preset", default=None, help="paper")
-    g.add_argument("--scope", help="last, weights, all")
-    g.add_argument("--solver", help="lissa, lissa-auto, cg, exact, identity")
-    g.add_argument("--damping", type=float)
-    g.add_argument("--scale", type=float)
-    g.add_argument("--lissa-depth", type=int)
-    g.add_argument("--lissa-repeats", type=int)
-    g.add_argument("--hvp-batch-size", type=int)
-    g.add_argument("--reference-size", type=int)
-    g.add_argument("--memory-format", help="auto (channels-last convolutions on the CPU), channels_last, preserve")
-    g = p.add_argument_group("object detection (--task detection)")
-    g.add_argument("--task", default=None, choices=("classification", "detection"),
-                   help="classification (default) or detection (default dataset digit-canvas, offline)")
-    g.add_argument("--detector", help="fcos (default), fasterrcnn")
-    g.add_argument("--backbone", help="tiny (default, trains on CPU), resnet50-fpn")
-    g.add_argument("--weights", help="local .pth for the detector or its ResNet-50 backbone (never downloaded)")
-    g.add_argument("--score-threshold", type=float, help="pseudo-box score threshold (default 0.1, the paper's)")
-    g.add_argument("--image-size", type=int, help="digit-canvas image size in pixels (default 128)")
-    g.add_argument("--min-size", type=int, help="detector resize min_size (default: the image size)")
-    g.add_argument("--max-size", type=int, help="detector resize max_size (default: min_size)")
-    g.add_argument("--pool-size", type=int, help="digit-canvas pool images (default 1000)")
-    g.add_argument("--max-digits", type=int, help="digits per canvas, at most (default 4)")
-    g.add_argument("--target-ap", type=float, help="end a run at the first round whose test AP reaches this "
-                   "(a fraction, or in percent)")
+    g.add_argument("--train-preset", default=None, help="demo (classification's default), paper, fast; detection "
+                   "(detection's default), detection-paper")
+    add_arguments(g, TrainConfig, TRAIN_DEST)
+    g = p.add_argument_group("influence (ISAL and its variants)")
+    g.add_argument("--influence-preset", default=None, help=", ".join(INFLUENCE_PRESETS))
+    add_arguments(g, InfluenceConfig, INFLUENCE_DEST)
+    seen: set[str] = set()
+    for name, plugin in plugins:
+        g = p.add_argument_group(f"{name} (--task {name})")
+        fresh = [f.name for f in _fields(plugin.settings_class) if f.name not in seen]
+        add_arguments(g, plugin.settings_class, TASK_DEST, skip=tuple(n for n in _names(plugin) if n not in fresh))
+        seen.update(fresh)
+    g = p.add_argument_group("deprecated")
+    g.add_argument("--detector", default=None, help="use --model (with --task detection)")
+    g.add_argument("--target-ap", type=float, default=None, help="use --stop-at")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-round lines")
 
 
-DETECTION_FLAGS = ("detector", "backbone", "weights", "score_threshold", "image_size", "min_size", "max_size",
-                   "pool_size", "max_digits", "target_ap")
+def _fields(cls):
+    from .settings import cli_fields
+
+    return cli_fields(cls)
 
 
-def _apply_detection(args: argparse.Namespace, settings: dict) -> None:
-    """``--task`` and the detection flags: a detection run defaults to the offline digit-canvas data set."""
-    from .config import DetectionConfig
-    from .errors import ConfigError
+def _names(plugin) -> list[str]:
+    return [f.name for f in _fields(plugin.settings_class)]
 
-    given = {k: getattr(args, k) for k in DETECTION_FLAGS if getattr(args, k, None) is not None}
-    task = args.task or settings.get("task", "classification")
-    if task != "detection":
-        if given:
-            flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise ConfigError(f"{flags} only apply to object detection; add --task detection")
-        return
-    if given.get("target_ap") is not None and given["target_ap"] > 1.0:
-        given["target_ap"] = given["target_ap"] / 100.0
-    settings["task"] = "detection"
-    settings.setdefault("dataset", "digit-canvas")
-    current = settings.get("detection", DetectionConfig())
-    settings["detection"] = current.replace(**given) if given else current
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else (value / 100.0 if value > 1.0 else value)
 
 
 def build_config(args: argparse.Namespace):
-    from .config import INFLUENCE_PRESETS, ExperimentConfig, InfluenceConfig, TrainConfig
-    from .errors import ConfigError
-    from .presets import get_preset
+    from .loop.config import ExperimentConfig, isal_family
+    from .loop.presets import get_preset
+    from .tasks import TASKS, get_task
 
     preset = get_preset(args.preset) if args.preset else None
     base = dict(preset.settings) if preset else {}
-    default_recipe = "detection" if getattr(args, "task", None) == "detection" else "demo"
-    train = TrainConfig.preset(args.train_preset) if args.train_preset else base.get("train",
-                                                                                     TrainConfig.preset(default_recipe))
-    overrides = {k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "augment") if getattr(args, k) is not None}
+    warn = (lambda m: print(f"influal: {m}", file=sys.stderr)) if not getattr(args, "quiet", False) else (lambda m: None)
+    if args.detector is not None:
+        warn("--detector is deprecated; use --model (with --task detection)")
+        if args.model is not None and args.model != args.detector:
+            raise ConfigError("--detector and --model disagree; give --model only")
+        args.model = args.detector
+        args.task = args.task or "detection"
+    if args.target_ap is not None:
+        warn("--target-ap is deprecated; use --stop-at")
+        args.stop_at = args.stop_at if args.stop_at is not None else args.target_ap
+    task_name = args.task or base.get("task", "classification")
+    plugin = get_task(task_name)
+
+    # training: a preset (the task's default), then the flags
+    train = TrainConfig.preset(args.train_preset) if args.train_preset else base.get(
+        "train", TrainConfig.preset(plugin.default_train_preset))
+    overrides = given_arguments(args, TrainConfig, TRAIN_DEST)
     if "epochs" in overrides:
         overrides["milestones"] = tuple(m for m in train.milestones if m <= overrides["epochs"])
     train = train.replace(**overrides) if overrides else train
-    if args.influence_preset is None:
-        influence = base.get("influence", InfluenceConfig())
-    elif args.influence_preset in INFLUENCE_PRESETS:
-        influence = INFLUENCE_PRESETS[args.influence_preset]
-    else:
-        raise ConfigError(f"unknown influence preset {args.influence_preset!r}; choose {', '.join(INFLUENCE_PRESETS)}")
-    names = ("scope", "solver", "damping", "scale", "lissa_depth", "lissa_repeats", "hvp_batch_size", "reference_size",
-             "memory_format")
-    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    influence = influence.replace(**overrides) if overrides else influence
-    fields = ("dataset", "model", "strategies", "initial", "budget", "rounds", "seeds", "data_root", "val_size",
-              "test_size")
+
+    # strategies and their own settings
+    strategies = args.strategies or base.get("strategies", ExperimentConfig.__dataclass_fields__["strategies"].default)
+    strategy_settings: dict[str, dict] = {}
+    influence = given_arguments(args, InfluenceConfig, INFLUENCE_DEST)
+    if args.influence_preset is not None:
+        if args.influence_preset not in INFLUENCE_PRESETS:
+            raise ConfigError(f"unknown influence preset {args.influence_preset!r}; choose "
+                              f"{', '.join(INFLUENCE_PRESETS)}")
+        influence = {**INFLUENCE_PRESETS[args.influence_preset].to_dict(), **influence}
+    if influence:
+        targets = [s for s in strategies if isal_family(s)]
+        if not targets:
+            flags = ", ".join("--" + k.replace("_", "-") for k in influence)
+            raise ConfigError(f"{flags} set ISAL's settings, but no ISAL strategy is among --strategies")
+        for name in targets:
+            strategy_settings[name] = dict(influence)
+    for name, key, value in args.strategy_option:
+        if name not in strategies:
+            raise ConfigError(f"--strategy-option {name}.{key}: {name!r} is not among --strategies")
+        strategy_settings.setdefault(name, {})[key] = value
+
+    # the task's settings block: flags of other tasks are refused
+    task_flags = {}
+    for other, other_plugin in TASKS.items():
+        given = given_arguments(args, other_plugin.settings_class, TASK_DEST)
+        if other != task_name:
+            foreign = sorted(set(given) - {f.name for f in _fields(plugin.settings_class)})
+            if foreign:
+                flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+                raise ConfigError(f"{flags} only apply to --task {other}")
+        else:
+            task_flags = given
+    task_settings = base.get("task_settings")
+    if task_settings is None or isinstance(task_settings, dict):
+        task_settings = plugin.settings_class.from_dict(task_settings or {})
+    if task_flags:
+        task_settings = task_settings.replace(**task_flags)
+
+    fields = ("dataset", "model", "initial", "budget", "rounds", "seeds", "data_root", "val_size", "test_size")
     settings = {**base, **{k: getattr(args, k) for k in fields if getattr(args, k) is not None}}
-    settings.update(first_seed=args.first_seed, device=args.device, train=train, influence=influence)
-    _apply_detection(args, settings)
+    if args.task is not None and args.task != base.get("task", args.task):
+        for key in ("dataset", "model"):  # a preset of another task: its data set and model do not carry over
+            if getattr(args, key) is None:
+                settings.pop(key, None)
+    settings.update(task=task_name, strategies=tuple(strategies), first_seed=args.first_seed, device=args.device,
+                    train=train, task_settings=task_settings)
+    if args.stop_at is not None:
+        settings["stop_at"] = _percent(args.stop_at)
+    settings.pop("strategy_settings", None)  # a preset's own are merged with the flags' by preset.config
     if preset is not None:
-        return preset.config(**settings)
-    return ExperimentConfig(**settings)
+        return preset.config(**settings, strategy_settings=strategy_settings)
+    return ExperimentConfig(**{**settings, "strategy_settings": strategy_settings})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .loop import Experiment
+    from .app.run import run_prepared
+    from .loop.experiment import Experiment
 
     config = build_config(args)
     experiment = Experiment.prepare(config, args.out)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    experiment.run(progress=not args.quiet, log=log)
+    run_prepared(experiment, progress=not args.quiet, log=log)
     print((Path(args.out) / "report.md").read_text())
     print(f"results in {args.out}: config.json, metrics.csv, report.md, curves.png, runs/")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import report_from_csv
+    from .report import parse_target, report_from_csv
 
-    from .report import parse_target
-
-    out = Path(args.results)
-    metric = args.metric
-    detection = _results_task(out) == "detection"
-    if detection and metric == "accuracy":  # the default metric; detection results hold AP
-        metric = "AP"
-    print(report_from_csv(out, metric, target=parse_target(args.target), baseline=args.baseline))
-    if detection:
-        from .report import write_box_report
-
-        print(write_box_report(out, metric, args.baseline))
+    print(report_from_csv(Path(args.results), args.metric, target=parse_target(args.target), baseline=args.baseline))
     return 0
 
 
-def _results_task(out: Path) -> str:
-    """The task recorded in a results folder's config.json ("classification" if absent or unreadable)."""
-    import json
-
-    try:
-        return json.loads((out / "config.json").read_text()).get("task", "classification")
-    except (OSError, ValueError):
-        return "classification"
-
-
 def cmd_check_influence(args: argparse.Namespace) -> int:
-    import json
-
-    from .selfcheck import run_check
+    from .app.selfcheck import run_check
 
     result = run_check(args.results, args.strategy, args.seed, args.round, args.budget, args.damping, args.solvers)
     if args.json:
@@ -190,8 +234,6 @@ def cmd_check_influence(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import json
-
     from .bench import BENCHMARKS
 
     result = BENCHMARKS[args.name]()
@@ -204,14 +246,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="influal", description="Active learning with influence selection (ISAL).")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="influal", description="Active learning with influence selection (ISAL).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run (or resume) an active-learning experiment")
     _add_run_args(run)
     run.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="regenerate report.md and curves.png from RESULTS/metrics.csv")
     rep.add_argument("results")
-    rep.add_argument("--metric", default="accuracy")
+    rep.add_argument("--metric", default=None, help="metric column (default: the task's: accuracy, AP)")
     rep.add_argument("--target", type=float, default=None, help="metric to reach for the labels-saved table, as "
                      "a fraction (0.9) or in percent (90); default: the baseline's final mean")
     rep.add_argument("--baseline", default="random", help="strategy the savings and paired differences refer to")
@@ -236,10 +278,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    tune_allocator()  # an application may: keep freed batch buffers for reuse (influal/runtime.py)
-    parser = make_parser()
-    args = parser.parse_args(argv)
+    tune_allocator()  # an application may: keep freed batch buffers for reuse (influal/core/runtime.py)
     try:
+        parser = make_parser()
+        args = parser.parse_args(argv)
         return args.func(args)
     except InflualError as exc:
         print(f"influal: error: {exc}", file=sys.stderr)

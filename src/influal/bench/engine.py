@@ -14,15 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import InfluenceConfig, TrainConfig
-from ..data import TensorImageDataset, load_dataset
+from ..core.runtime import allocator_tuned, tune_allocator
 from ..influence import InfluenceEngine
 from ..influence.check import check_solvers
 from ..influence.grads import gs_loop
 from ..influence.layout import channels_last, wants_channels_last
-from ..models import build_model
-from ..runtime import allocator_tuned, tune_allocator
-from ..tasks import ClassificationTask
+from ..settings import InfluenceConfig, TrainConfig
+from ..tasks.classification import ClassificationTask, TensorImageDataset, build_model
+from ..tasks.classification.datasets.mnist import load_mnist5k
 from .timing import machine, timed
 
 
@@ -32,7 +31,7 @@ def _device() -> torch.device:
 
 def _mnist_pool(n: int) -> TensorImageDataset:
     """n real digits (the offline subset, repeated with a shift if n > 5000)."""
-    splits = load_dataset("mnist5k")
+    splits = load_mnist5k()
     images = torch.cat([splits.pool.images, splits.val.images, splits.test.images])
     labels = torch.cat([splits.pool.labels, splits.val.labels, splits.test.labels])
     reps = math.ceil(n / len(images))
@@ -109,7 +108,7 @@ def scoring(pool_size: int = 4000, loop_items: int = 100, batch_size: int = 256,
             cfg = InfluenceConfig(scope=scope, solver=solver, batch_size=batch_size, lissa_depth=lissa_steps,
                                   lissa_repeats=1, hvp_batch_size=1)
             engine = InfluenceEngine(model, task, cfg)
-            relayout = wants_channels_last(model, cfg.memory_format, task)
+            relayout = wants_channels_last(model, cfg.memory_format, task.influence_hooks().prefers_channels_last)
             t0 = time.perf_counter()
             v = engine.reference_gradient(data, ref_ids)
             v_s = time.perf_counter() - t0
@@ -296,7 +295,7 @@ def allocator(processes: int = 3, pool_size: int = 4000, loop_items: int = 100, 
 
 
 def _trained_cnn(labeled_size: int, seed: int = 0):
-    splits = load_dataset("mnist5k")
+    splits = load_mnist5k()
     task = ClassificationTask(10, _device())
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(splits.pool), generator=gen).numpy()
@@ -357,7 +356,7 @@ def fidelity(labeled_size: int = 1000, items: int = 120, components: int = 40, l
     trained to convergence with L-BFGS; "actual" retrains to convergence with the item added (mean loss over
     n+1 items, the same λ). Predicted: -(1/(n+1)) vᵀ(H+λI)⁻¹(g_z + λθ̂), from the engine's scores.
     """
-    splits = load_dataset("mnist5k")
+    splits = load_mnist5k()
     xs = torch.cat([splits.pool.get_batch(np.arange(len(splits.pool)))[0].flatten(1),
                     splits.val.get_batch(np.arange(len(splits.val)))[0].flatten(1)]).double()
     mean = xs.mean(0)

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from ..runtime import allocator_tuned
+from ..core.runtime import allocator_tuned
 
 
 def timed(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:

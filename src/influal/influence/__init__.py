@@ -1,6 +1,6 @@
 """The influence engine: parameter scopes, gradients, Hessian-vector products, solvers, scores.
 
-It knows nothing about images or boxes: it talks to models only through a Task.
+It knows nothing about images or boxes: it talks to models only through a Task and the task's InfluenceHooks.
 """
 
 import warnings as _warnings
@@ -14,12 +14,12 @@ with _warnings.catch_warnings():
     except ImportError:  # a torch without that module has nothing to silence
         pass
 
+from .engine import InfluenceEngine, InfluenceResult, resolve_config
 from .grads import per_sample_dot, reference_gradient
 from .hvp import HessianOperator
 from .params import ParamScope
-from .score import InfluenceEngine, InfluenceResult
 from .solvers import AutoLiSSA, ConjugateGradient, ExactSolver, IdentitySolver, LiSSA, SolveResult, make_solver
 
 __all__ = ["AutoLiSSA", "ConjugateGradient", "ExactSolver", "HessianOperator", "IdentitySolver",
-           "InfluenceEngine", "InfluenceResult", "LiSSA", "ParamScope", "SolveResult", "make_solver",
+           "InfluenceEngine", "InfluenceResult", "LiSSA", "ParamScope", "SolveResult", "make_solver", "resolve_config",
            "per_sample_dot", "reference_gradient"]

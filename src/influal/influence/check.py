@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import InfluenceConfig
-from .score import InfluenceEngine
+from ..settings import InfluenceConfig
+from .engine import InfluenceEngine
 from .solvers import ExactSolver, make_solver
 
 DEFAULT_SOLVERS: dict[str, InfluenceConfig] = {

@@ -1,7 +1,8 @@
 """Gradients for influence: the summed reference gradient v, and per-sample g_z·s for whole batches.
 
 Per-sample scores never materialise a per-sample gradient of the whole pool:
-- ``closed``: the final linear layer under cross-entropy, g·s = (p - onehot(y))ᵀ (S_W f + s_b);
+- a task's own fast path (its :class:`~influal.api.InfluenceHooks`): classification's closed form for the final
+  linear layer, detection's one-backward head gradients;
 - ``jvp``:    one forward-mode pass gives the directional derivative of every per-sample loss along s;
 - ``layerwise``: for scopes made of nn.Linear / nn.Conv2d weights and biases: one forward, one backward to the
               layers' outputs (per-sample δ, since samples are independent in eval mode), then
@@ -18,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..models.introspect import forward_with_features, last_linear
+from ..core.errors import ConfigError
 from .params import ParamScope
 
 Batches = Iterable[tuple[torch.Tensor, Any, Any]]
@@ -121,13 +121,20 @@ def _apply_slice(module: nn.Module, inp: torch.Tensor, weight, bias) -> torch.Te
     return out
 
 
-def gs_layerwise(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
-    """Reverse-mode per-layer contraction (see the module docstring). ``y=None``: argmax pseudo-labels of a
-    cross-entropy classifier, taken from the same forward pass."""
+def gs_layerwise(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor,
+                 loss_of: Callable[[nn.Module, Any], torch.Tensor] | None = None) -> torch.Tensor:
+    """Reverse-mode per-layer contraction (see the module docstring).
+
+    ``loss_of(model, x)`` is the summed loss of the batch (default ``task.loss(model, x, y).sum()``); a task's
+    hook passes its own to fuse the pseudo-targets into the same forward pass.
+    """
     modules = layerwise_modules(model, scope)
     if modules is None:
         raise ConfigError("gs_method 'layerwise' needs every scoped parameter to belong to an nn.Linear or "
                           "nn.Conv layer; use 'jvp'")
+    if loss_of is None:
+        def loss_of(m, inputs):
+            return task.loss(m, inputs, y).sum()
     parts = scope.as_dict(s)
     calls: list[tuple[nn.Module, str, torch.Tensor, torch.Tensor]] = []
     handles = []
@@ -138,12 +145,7 @@ def gs_layerwise(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tenso
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.enable_grad():
-            if y is None:
-                logits = model(x)
-                y = logits.argmax(1)
-                loss = F.cross_entropy(logits, y, reduction="sum")
-            else:
-                loss = task.loss(model, x, y).sum()
+            loss = loss_of(model, x)
             deltas = torch.autograd.grad(loss, [out for *_, out in calls], allow_unused=True)
     finally:
         for h in handles:
@@ -159,85 +161,36 @@ def gs_layerwise(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tenso
     return total.detach()
 
 
-def gs_closed_last(model: nn.Module, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
-    """Closed form for the last linear layer under cross-entropy: ∂l/∂W = (p - e_y) fᵀ, ∂l/∂b = p - e_y.
-
-    ``y=None`` uses the argmax pseudo-label of the same forward pass (no second forward).
-    """
-    prefix, _ = last_linear(model)
-    feats, logits = forward_with_features(model, x)
-    return _ce_directional(logits, y, _closed_projection(prefix, feats, scope.as_dict(s)))
-
-
-def _closed_projection(prefix: str, feats: torch.Tensor, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-    name = f"{prefix}." if prefix else ""
-    proj = feats @ parts[f"{name}weight"].T
-    if f"{name}bias" in parts:
-        proj = proj + parts[f"{name}bias"]
-    return proj
-
-
-def _ce_directional(logits: torch.Tensor, y, dlogits: torch.Tensor) -> torch.Tensor:
-    """d/dε CE(logits + ε·dlogits, y) = (softmax(logits) - e_y) · dlogits, with y = argmax if None."""
-    if y is None:
-        y = logits.argmax(1)
-    resid = F.softmax(logits, dim=1)
-    resid[torch.arange(len(y)), y] -= 1.0
-    return (resid * dlogits).sum(1)
-
-
-def gs_jvp_logits(model: nn.Module, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
-    """Forward-mode for cross-entropy classifiers: one JVP of the logits gives both the pseudo-label
-    (``y=None``) and every g_i·s = (p_i - e_{y_i}) · J_i s."""
-    from torch.func import jvp
-
-    with_params = _functional(model, scope)
-    primals = {n: p.detach() for n, p in zip(scope.names, scope.params)}
-    logits, dlogits = jvp(lambda scoped: with_params(scoped)(x), (primals,), (scope.as_dict(s),))
-    return _ce_directional(logits.detach(), y, dlogits.detach())
-
-
-def closed_form_applies(model: nn.Module, task, scope: ParamScope) -> bool:
-    """The closed form needs scope 'last' exactly and a cross-entropy classification task."""
-    from ..tasks.classification import ClassificationTask
-
-    if not isinstance(task, ClassificationTask):
-        return False
-    try:
-        prefix, layer = last_linear(model)
-    except ConfigError:
-        return False
-    expected = [n for n, _ in layer.named_parameters(prefix=prefix)]
-    return sorted(scope.names) == sorted(expected)
-
-
 GS_METHODS = {"loop": gs_loop, "jvp": gs_jvp, "vmap": gs_vmap, "layerwise": gs_layerwise}
 
 
-def choose_method(method: str, model: nn.Module, task, scope: ParamScope) -> str:
+def choose_method(method: str, model: nn.Module, task, scope: ParamScope, hooks=None) -> str:
+    """The g·s method to run: ``auto`` asks the task's hooks first, then takes ``layerwise`` where every scoped
+    parameter lives in a Linear/Conv layer, else ``jvp``. ``closed`` exists only where a hook offers it."""
     if method == "auto":
-        if closed_form_applies(model, task, scope):
-            return "closed"
+        preferred = hooks.preferred_method(model, scope) if hooks is not None else None
+        if preferred is not None:
+            return preferred
         return "layerwise" if layerwise_modules(model, scope) is not None else "jvp"
-    if method == "closed" and not closed_form_applies(model, task, scope):
-        raise ConfigError("gs_method 'closed' needs scope 'last' on a classifier with a final nn.Linear; "
-                          "use 'auto' or 'jvp'")
+    if method == "closed" and (hooks is None or not hooks.supports("closed", model, scope)):
+        raise ConfigError("gs_method 'closed' needs a task that offers a closed form on this scope (a classifier's "
+                          "final nn.Linear with scope 'last'); use 'auto' or 'jvp'")
     return method
 
 
-def per_sample_dot(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor, method: str) -> torch.Tensor:
+def per_sample_dot(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor, method: str,
+                   hooks=None) -> torch.Tensor:
     """g_i·s for every sample i of one batch, with targets ``y`` (``y=None``: the task's pseudo-targets).
 
-    A task may provide its own fast path ``task.per_sample_dot(model, x, y, scope, s, method)`` (classification
-    fuses the pseudo-label into the same pass; detection runs the backbone once per batch); it returns None
-    to fall back to the generic methods.
+    The task's hooks (``task.influence_hooks()``) are asked first; they return None to fall back to the
+    generic methods, which take the pseudo-targets from ``task.pseudo_targets``.
     """
-    if hasattr(task, "per_sample_dot"):
-        result = task.per_sample_dot(model, x, y, scope, s, method)
+    if hooks is not None:
+        result = hooks.per_sample_dot(model, x, y, scope, s, method)
         if result is not None:
             return result
     if method == "closed":
-        raise ConfigError("the closed form needs a classification task (cross-entropy on a final nn.Linear)")
+        raise ConfigError("gs_method 'closed' is not offered by this task on this scope; use 'auto' or 'jvp'")
     if y is None:
         y = task.pseudo_targets(model, x)
     return GS_METHODS[method](model, task, x, y, scope, s)

@@ -8,7 +8,7 @@ optimizer reference to it) and the model's ``state_dict`` stay the same. Scores 
 float rounding (tested).
 
 ``memory_format`` settings: ``auto`` (channels-last on the CPU for a model with 2-D convolutions, when the task
-declares ``prefers_channels_last``: classification does, where it was measured; detectors keep their layout),
+hooks declare ``prefers_channels_last``: classification does, where it was measured; detectors keep their layout),
 ``channels_last`` (always, for 4-D parameters) and ``preserve`` (never re-stride).
 """
 
@@ -20,12 +20,13 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..config import MEMORY_FORMATS
-from ..errors import ConfigError
+from ..core.errors import ConfigError
+from ..settings import MEMORY_FORMATS
 
 
-def wants_channels_last(model: nn.Module, memory_format: str, task=None) -> bool:
-    """Whether a pass over ``model`` for ``task`` should run channels-last under the setting ``memory_format``."""
+def wants_channels_last(model: nn.Module, memory_format: str, prefers: bool = False) -> bool:
+    """Whether a pass over ``model`` should run channels-last under the setting ``memory_format``; ``prefers``:
+    the task's hooks prefer it (``auto`` follows that on the CPU for models with 2-D convolutions)."""
     if memory_format not in MEMORY_FORMATS:
         raise ConfigError(f"memory_format must be one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}")
     if memory_format == "preserve":
@@ -35,7 +36,7 @@ def wants_channels_last(model: nn.Module, memory_format: str, task=None) -> bool
     params = list(model.parameters())
     on_cpu = bool(params) and params[0].device.type == "cpu"
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return on_cpu and has_conv and getattr(task, "prefers_channels_last", False)
+    return on_cpu and has_conv and bool(prefers)
 
 
 @contextmanager

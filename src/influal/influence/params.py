@@ -7,23 +7,26 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..models.introspect import last_linear
+from ..core.errors import ConfigError
 
 
 class ParamScope:
     """An ordered set of a model's parameters, with conversion to and from one flat vector.
 
-    ``scope`` is ``"last"`` (the final ``nn.Linear``: weight and bias), ``"weights"`` (every parameter with more
-    than one dimension, as the official ISAL code), ``"all"`` (every trainable parameter), or a sequence of
-    parameter or module names (a module name takes all its parameters).
+    ``scope`` is ``"weights"`` (every trainable parameter with more than one dimension, as the official ISAL
+    code), ``"all"`` (every trainable parameter), a name the task's hooks define (``"last"``: a classifier's
+    final ``nn.Linear``, weight and bias; ``hooks.scope_names(model, name)``), or a sequence of parameter or
+    module names (a module name takes all its parameters).
     """
 
-    def __init__(self, model: nn.Module, scope: str | Sequence[str]):
+    def __init__(self, model: nn.Module, scope: str | Sequence[str], hooks=None):
         named = dict(model.named_parameters())
-        if scope == "last":
-            prefix, _ = last_linear(model)
-            names = [n for n in named if n.rsplit(".", 1)[0] == prefix]
+        task_names = hooks.scope_names(model, scope) if hooks is not None and isinstance(scope, str) else None
+        if task_names is not None:
+            names = list(task_names)
+        elif scope == "last":
+            raise ConfigError("scope 'last' means a task's final layer (a classifier's nn.Linear); this task or "
+                              "model defines none: use 'weights' or 'all'")
         elif scope == "weights":
             names = [n for n, p in named.items() if p.requires_grad and p.ndim > 1]
         elif scope == "all":

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from ..config import InfluenceConfig
-from ..errors import ConfigError, SolverError
+from ..core.errors import ConfigError, SolverError
+from ..settings import InfluenceConfig
 
 
 @dataclass

@@ -1,11 +1,17 @@
-"""Selection strategies; ``make_strategy(name)`` builds one by name."""
+"""Selection strategies, found by name in :data:`STRATEGIES`; ``make_strategy(name, **settings)`` builds one.
+
+Every strategy is a :class:`~influal.api.Strategy` (one file each; the shared kernels are in :mod:`.kernels`).
+Plug-ins register their own with :func:`register_strategy` or an ``influal.strategies`` entry point; a task's
+folder registers the strategies that only make sense for it (detection: localization stability, ...).
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
-from ..errors import ConfigError
-from .base import Selection, SelectionContext, Strategy, check_budget, take_lowest
+from ..api import Selection, SelectionContext, Strategy, check_budget, take_lowest
+from ..core.errors import ConfigError
+from ..core.registry import Registry
 from .badge import BADGEStrategy
 from .bald import BALDStrategy
 from .coreset import CoresetStrategy
@@ -14,43 +20,31 @@ from .learning_loss import LearningLossStrategy
 from .random import RandomStrategy
 from .uncertainty import EntropyStrategy, LeastConfidenceStrategy, MarginStrategy
 
-STRATEGIES: dict[str, Callable[[], Strategy]] = {
-    "random": RandomStrategy,
-    "isal": ISALStrategy,
-    "coreset": CoresetStrategy,
-    "entropy": EntropyStrategy,
-    "margin": MarginStrategy,
-    "least_confidence": LeastConfidenceStrategy,
-    "bald": BALDStrategy,
-    "badge": BADGEStrategy,
-    "learning_loss": LearningLossStrategy,
-}
+STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy", entry_point_group="influal.strategies")
+
+for _cls in (RandomStrategy, ISALStrategy, EntropyStrategy, MarginStrategy, LeastConfidenceStrategy, BALDStrategy,
+             BADGEStrategy, LearningLossStrategy):
+    STRATEGIES.register(_cls.name, _cls)
+# det_coreset: the name detection runs used before core-set served every task through task.features
+STRATEGIES.register(CoresetStrategy.name, CoresetStrategy, aliases=("det_coreset",))
 
 
-def _detection_strategy(name: str) -> Callable[[], Strategy]:
-    def build() -> Strategy:
-        from ..detection.strategies import DETECTION_STRATEGIES as BUILDERS  # imports torchvision's detectors lazily
-
-        return BUILDERS[name]()
-
-    return build
+def register_strategy(name: str, factory: Callable[..., Strategy], *, replace: bool = False) -> None:
+    """Make ``make_strategy(name, ...)`` (and ``--strategies name``) build ``factory(**settings)``."""
+    STRATEGIES.register(name, factory, replace=replace)
 
 
-# Strategies for object detection only (random and isal serve both tasks and live in STRATEGIES).
-DETECTION_STRATEGIES: dict[str, Callable[[], Strategy]] = {
-    name: _detection_strategy(name) for name in ("localization_stability", "det_coreset", "det_learning_loss")
-}
+def make_strategy(name: str, **settings: Any) -> Strategy:
+    """The strategy registered as ``name``, built with its own ``settings`` (e.g. ``make_strategy("isal",
+    solver="cg", damping=0.01)``, ``make_strategy("bald", samples=10)``)."""
+    factory = STRATEGIES.get(name)
+    try:
+        return factory(**settings)
+    except TypeError as exc:
+        raise ConfigError(f"strategy {name!r} does not take the setting(s) {', '.join(sorted(settings))} ({exc})"
+                          ) from None
 
 
-def make_strategy(name: str) -> Strategy:
-    if name in DETECTION_STRATEGIES and name not in STRATEGIES:
-        return DETECTION_STRATEGIES[name]()
-    if name not in STRATEGIES:
-        known = sorted(set(STRATEGIES) | set(DETECTION_STRATEGIES))
-        raise ConfigError(f"unknown strategy {name!r}; choose from {', '.join(known)}")
-    return STRATEGIES[name]()
-
-
-__all__ = ["DETECTION_STRATEGIES", "STRATEGIES", "BADGEStrategy", "BALDStrategy", "CoresetStrategy", "EntropyStrategy", "ISALStrategy",
+__all__ = ["STRATEGIES", "BADGEStrategy", "BALDStrategy", "CoresetStrategy", "EntropyStrategy", "ISALStrategy",
            "LearningLossStrategy", "LeastConfidenceStrategy", "MarginStrategy", "RandomStrategy", "Selection",
-           "SelectionContext", "Strategy", "check_budget", "make_strategy", "take_lowest"]
+           "SelectionContext", "Strategy", "check_budget", "make_strategy", "register_strategy", "take_lowest"]

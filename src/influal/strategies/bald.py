@@ -12,8 +12,8 @@ Where the dropout comes from:
   made stochastic while everything else (BatchNorm in particular) stays in eval mode, and the model is run
   T times per batch.
 - If it has none (the package's small CNN and ResNet-18 have none), dropout with probability ``p`` is applied
-  to the penultimate features, i.e. to the input of the last ``nn.Linear``: the features are computed once
-  and only the last layer is run T times. Note that such a model was not trained with dropout, so this is
+  to the penultimate features, i.e. to the input of the task's classifier head (``task.head``): the features
+  are computed once and only the head is run T times. Note that such a model was not trained with dropout, so this is
   MC dropout at test time only: a cheap approximation of a posterior over the last layer.
 
 Every mask is drawn from the selection generator (on CPU), so the selection is deterministic under a seed.
@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..models.introspect import forward_with_features, last_linear
-from .base import Selection, SelectionContext, check_budget, take_lowest
+from ..api import CLASSIFIER_HEAD, Selection, SelectionContext, Strategy, check_budget, take_lowest
+from ..core.errors import ConfigError
+from ..core.torch_utils import eval_mode
 from .uncertainty import neg_entropy
 
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
@@ -76,10 +76,11 @@ class _SeededDropout:
         self.handles = []
 
 
-class BALDStrategy:
+class BALDStrategy(Strategy):
     """MC-dropout BALD with ``samples`` stochastic passes; ``p`` is used only for models without dropout layers."""
 
     name = "bald"
+    requires = frozenset({CLASSIFIER_HEAD})
 
     def __init__(self, samples: int = 20, p: float = 0.5, batch_size: int | None = None):
         if not isinstance(samples, int) or samples < 2:
@@ -91,13 +92,13 @@ class BALDStrategy:
         self.batch_size = batch_size
 
     @torch.no_grad()
-    def mc_probs(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def mc_probs(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator, task) -> torch.Tensor:
         """[T, n, C] softmax probabilities of T dropout passes over one batch (model in eval mode)."""
         if any(isinstance(m, DROPOUT_TYPES) for m in model.modules()):
             with _SeededDropout(model, generator):
                 return torch.stack([F.softmax(model(x), dim=1) for _ in range(self.samples)])
-        _, linear = last_linear(model)
-        feats, _ = forward_with_features(model, x)
+        linear = task.head(model)
+        feats, _ = task.features_and_logits(model, x)
         keep = 1.0 - self.p
         return torch.stack([F.softmax(linear(feats * _bernoulli_mask(feats.shape, keep, generator, feats.device)),
                                       dim=1) for _ in range(self.samples)])
@@ -105,15 +106,11 @@ class BALDStrategy:
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
         check_budget(ctx, budget)
         model, task = ctx.model, ctx.task
-        batch_size = self.batch_size or getattr(task, "eval_batch_size", 256)
-        was_training = model.training
-        model.eval()
+        batch_size = self.batch_size or task.eval_batch_size
         values = []
-        try:
+        with eval_mode(model):
             for _, x, _ in task.batches(ctx.pool, ctx.unlabeled_ids, batch_size):
-                values.append(bald_from_samples(self.mc_probs(model, x, ctx.generator).double()).cpu())
-        finally:
-            model.train(was_training)
+                values.append(bald_from_samples(self.mc_probs(model, x, ctx.generator, task).double()).cpu())
         bald = torch.cat(values).numpy()
         scores = -bald
         info = {"mc_samples": self.samples,

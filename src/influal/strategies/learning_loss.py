@@ -25,24 +25,24 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..models.introspect import last_linear
-from .base import Selection, SelectionContext, check_budget, take_lowest
+from ..api import CLASSIFIER_HEAD, LOSS_HOOK, Selection, SelectionContext, Strategy, check_budget, take_lowest
+from ..core.errors import ConfigError
+from ..core.torch_utils import eval_mode
+from .kernels import LossPredictionModule, margin_ranking_loss
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def discover_taps(model: nn.Module) -> list[str]:
+def discover_taps(model: nn.Module, head: nn.Module | None = None) -> list[str]:
     """The modules whose outputs feed the loss-prediction module, found generically, first rule that applies:
 
     1. ``model.loss_taps``, if the model declares such a list of module names;
     2. the top-level ``layer1``, ``layer2``, ... (ResNet convention, torchvision's and ours);
     3. the outermost blocks held in an ``nn.Sequential`` that are themselves containers with a convolution
        (e.g. the small CNN's ``features.0`` and ``features.1``);
-    4. otherwise the penultimate features: ``"<last linear>@input"``.
+    4. otherwise the penultimate features: ``"<head>@input"`` (``head``: the task's classifier head module).
     """
     modules = dict(model.named_modules())
     declared = getattr(model, "loss_taps", None)
@@ -64,7 +64,11 @@ def discover_taps(model: nn.Module) -> list[str]:
                 taps.append(full)
     if taps:
         return taps
-    return [f"{last_linear(model)[0]}@input"]
+    name = next((n for n, m in model.named_modules() if m is head), None) if head is not None else None
+    if name is None:
+        raise ConfigError(f"learning loss found no feature maps to tap in {type(model).__name__}; declare "
+                          "model.loss_taps (module names) or pass taps=")
+    return [f"{name}@input"]
 
 
 def validate_taps(model: nn.Module, taps: Sequence[str]) -> list[str]:
@@ -99,41 +103,6 @@ def capture(model: nn.Module, taps: Sequence[str]) -> Iterator[list[torch.Tensor
     finally:
         for h in handles:
             h.remove()
-
-
-def global_pool(x: torch.Tensor) -> torch.Tensor:
-    """[n, c, ...] -> [n, c] by averaging every trailing dimension; 2-D inputs pass through."""
-    return x.flatten(2).mean(dim=2) if x.ndim > 2 else x
-
-
-class LossPredictionModule(nn.Module):
-    """GAP -> FC(width) -> ReLU per tap, concatenated, -> FC(1): one predicted loss per sample, shape [n]."""
-
-    def __init__(self, channels: Sequence[int], width: int = 128):
-        super().__init__()
-        self.branches = nn.ModuleList(nn.Linear(c, width) for c in channels)
-        self.head = nn.Linear(width * len(channels), 1)
-
-    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        if len(features) != len(self.branches):
-            raise ConfigError(f"loss-prediction module expects {len(self.branches)} feature maps, got {len(features)}")
-        hidden = [F.relu(fc(global_pool(x))) for fc, x in zip(self.branches, features)]
-        return self.head(torch.cat(hidden, dim=1)).squeeze(1)
-
-
-def margin_ranking_loss(predicted: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
-    """LL4AL's ``LossPredLoss``: pairs (i, n-1-i) for i < n//2; the target losses are detached.
-
-    For each pair, with sign = +1 if l_i > l_j else -1: max(0, margin - sign·(p_i - p_j)), averaged over pairs.
-    A batch with fewer than two samples gives 0 (still connected to the graph).
-    """
-    half = len(predicted) // 2
-    if half == 0:
-        return predicted.sum() * 0.0
-    pred_diff = (predicted - predicted.flip(0))[:half]
-    target_diff = (target - target.flip(0))[:half].detach()
-    sign = torch.where(target_diff > 0, 1.0, -1.0).to(pred_diff.dtype)
-    return torch.clamp(margin - sign * pred_diff, min=0.0).sum() / half
 
 
 class LossLearner(nn.Module):
@@ -174,10 +143,16 @@ class LossLearner(nn.Module):
         return self.module(feats)
 
 
-class LearningLossStrategy:
-    """Largest predicted loss first, among a random subset of at most ``subset`` unlabeled items."""
+class LearningLossStrategy(Strategy):
+    """Largest predicted loss first, among a random subset of at most ``subset`` unlabeled items.
+
+    State: :meth:`prepare_training` attaches a fresh module each round and keeps it for that round's ``select``
+    (nothing else carries over between rounds). Candidates outside the subset get a NaN score.
+    """
 
     name = "learning_loss"
+    requires = frozenset({LOSS_HOOK})
+    state = "the loss-prediction module trained with this round's model (replaced every round)"
 
     def __init__(self, subset: int = 10_000, stop_fraction: float = 0.6, weight: float = 1.0, margin: float = 1.0,
                  width: int = 128, taps: Sequence[str] | None = None, batch_size: int | None = None):
@@ -200,18 +175,14 @@ class LearningLossStrategy:
         random numbers drawn); the module's initial weights come from torch's global generator, which the loop
         seeds per round.
         """
-        taps = validate_taps(model, self.taps) if self.taps is not None else discover_taps(model)
+        head = task.head(model) if CLASSIFIER_HEAD in task.capabilities else None
+        taps = validate_taps(model, self.taps) if self.taps is not None else discover_taps(model, head)
         ids = np.asarray(labeled_ids, dtype=np.int64)[:2]
         if len(ids) == 0:
             raise ConfigError("learning loss needs a non-empty labeled set to train its module")
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad(), capture(model, taps) as feats:
-                for _, x, _ in task.batches(dataset, ids, len(ids)):
-                    model(x)
-        finally:
-            model.train(was_training)
+        with eval_mode(model), torch.no_grad(), capture(model, taps) as feats:
+            for _, x, _ in task.batches(dataset, ids, len(ids)):
+                model(x)
         channels = [int(f.shape[1]) for f in feats]
         device = next(model.parameters()).device
         module = LossPredictionModule(channels, self.width).to(device)
@@ -228,18 +199,17 @@ class LearningLossStrategy:
         unlabeled = ctx.unlabeled_ids
         size = min(len(unlabeled), max(self.subset, int(budget)))
         if size < len(unlabeled):
-            pick = torch.randperm(len(unlabeled), generator=ctx.generator)[:size].numpy()
-            candidates = unlabeled[np.sort(pick)]
+            positions = np.sort(torch.randperm(len(unlabeled), generator=ctx.generator)[:size].numpy())
         else:
-            candidates = unlabeled
-        batch_size = self.batch_size or getattr(ctx.task, "eval_batch_size", 256)
-        was_training = learner.training
-        learner.eval()
-        try:
+            positions = np.arange(len(unlabeled))
+        candidates = unlabeled[positions]
+        batch_size = self.batch_size or ctx.task.eval_batch_size
+        with eval_mode(learner):
             predicted = [learner.predict_loss(x).double().cpu()
                          for _, x, _ in ctx.task.batches(ctx.pool, candidates, batch_size)]
-        finally:
-            learner.train(was_training)
         scores = -torch.cat(predicted).numpy()
+        aligned = np.full(len(unlabeled), np.nan)
+        aligned[positions] = scores
         info = {"candidates": int(size), "taps": ",".join(learner.taps)}
-        return Selection(take_lowest(candidates, scores, budget), scores, info)
+        return Selection(take_lowest(candidates, scores, budget), aligned, info)
+

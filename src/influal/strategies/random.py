@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from .base import Selection, SelectionContext, check_budget
+from ..api import Selection, SelectionContext, Strategy, check_budget
 
 
-class RandomStrategy:
+class RandomStrategy(Strategy):
+    """``budget`` candidates drawn uniformly without replacement from the selection generator."""
+
     name = "random"
 
     def select(self, ctx: SelectionContext, budget: int) -> Selection:

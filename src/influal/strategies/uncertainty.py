@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .base import Selection, SelectionContext, check_budget, take_lowest
+from ..api import PROBABILITIES, Selection, SelectionContext, Strategy, check_budget, take_lowest
 
 
 def neg_entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -37,27 +37,35 @@ def top_probability(probs: torch.Tensor) -> torch.Tensor:
     return probs.max(dim=1).values
 
 
-class UncertaintyStrategy:
+class UncertaintyStrategy(Strategy):
     """Scores every unlabeled item from ``task.predict_proba`` and takes the ``budget`` lowest scores."""
 
-    def __init__(self, name: str, score_fn: Callable[[torch.Tensor], torch.Tensor]):
-        self.name = name
-        self.score_fn = score_fn
+    requires = frozenset({PROBABILITIES})
+    score_fn: Callable[[torch.Tensor], torch.Tensor]
 
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
         check_budget(ctx, budget)
         probs = ctx.task.predict_proba(ctx.model, ctx.pool, ctx.unlabeled_ids)
-        scores = self.score_fn(probs.double()).numpy().astype(np.float64)
+        scores = type(self).score_fn(probs.double()).numpy().astype(np.float64)
         return Selection(take_lowest(ctx.unlabeled_ids, scores, budget), scores)
 
 
-def EntropyStrategy() -> UncertaintyStrategy:  # noqa: N802 - a constructor for the registry
-    return UncertaintyStrategy("entropy", neg_entropy)
+class EntropyStrategy(UncertaintyStrategy):
+    """Highest predictive entropy first."""
+
+    name = "entropy"
+    score_fn = staticmethod(neg_entropy)
 
 
-def MarginStrategy() -> UncertaintyStrategy:  # noqa: N802
-    return UncertaintyStrategy("margin", top2_margin)
+class MarginStrategy(UncertaintyStrategy):
+    """Smallest gap between the two most probable classes first."""
+
+    name = "margin"
+    score_fn = staticmethod(top2_margin)
 
 
-def LeastConfidenceStrategy() -> UncertaintyStrategy:  # noqa: N802
-    return UncertaintyStrategy("least_confidence", top_probability)
+class LeastConfidenceStrategy(UncertaintyStrategy):
+    """Lowest top-class probability first."""
+
+    name = "least_confidence"
+    score_fn = staticmethod(top_probability)

@@ -1,0 +1,28 @@
+"""Run (or resume) a whole experiment and keep its reports current: the loop plus the report layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..api import DatasetSplits
+from ..loop.config import ExperimentConfig
+from ..loop.experiment import Experiment, Log, ModelFactory
+from ..loop.state import ActiveState
+from ..report import write_reports
+
+
+def run_prepared(experiment: Experiment, *, progress: bool = False, log: Log | None = None
+                 ) -> dict[tuple[str, int], ActiveState]:
+    """Run a prepared experiment; metrics.csv and report.md after every round, curves.png at the end."""
+    out = experiment.out
+    states = experiment.run(progress=progress, log=log, on_round=lambda _e: write_reports(out, plots=False))
+    write_reports(out)
+    return states
+
+
+def run_experiment(config: ExperimentConfig, out: str | Path, *, splits: DatasetSplits | None = None,
+                   model_factory: ModelFactory | None = None, progress: bool = False,
+                   log: Log | None = None) -> dict[tuple[str, int], ActiveState]:
+    """Run (or resume) a whole experiment and write its results under ``out``. See :class:`Experiment`."""
+    experiment = Experiment.prepare(config, out, splits=splits, model_factory=model_factory)
+    return run_prepared(experiment, progress=progress, log=log)

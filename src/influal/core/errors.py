@@ -1,0 +1,29 @@
+"""The package's exception hierarchy.
+
+Every error a user can cause is an :class:`InflualError` whose message says what to change. The CLI
+prints it as one line on stderr and exits with status 2; it never shows a traceback for these.
+"""
+
+
+class InflualError(Exception):
+    """Base class of every error influal raises on purpose."""
+
+
+class ConfigError(InflualError, ValueError):
+    """A setting is missing, out of range or inconsistent with another one."""
+
+
+class DataError(InflualError):
+    """A dataset could not be found, read or understood."""
+
+
+class StateError(InflualError):
+    """A results folder or saved state does not fit the requested experiment."""
+
+
+class SolverError(InflualError, ArithmeticError):
+    """An inverse-Hessian-vector solver diverged or produced non-finite values."""
+
+
+class TrainingDiverged(InflualError):
+    """The training loss became NaN or infinite."""

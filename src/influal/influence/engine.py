@@ -1,0 +1,156 @@
+"""The influence engine: v, s_test and per-item scores I(z) = -g_z·s_test, task- and model-agnostic.
+
+Sign convention (stated once, tested): the score of an item approximates |L| times the change of the summed
+reference loss if the item were added to the labeled set with its (pseudo-)label, so **lower is better to
+label**: ΔL(R) ≈ -(1/|L|) vᵀ (H + λI)⁻¹ g_z = score / |L| (for the paper's LiSSA preset, scaled by ``scale``).
+
+The engine asks the task (``task.influence_hooks()``) for what only the task knows (the meaning of ``auto`` and
+``last``, a closed-form g·s, an exact Hessian on a scope, fused pseudo-targets, the preferred memory layout) and
+otherwise takes its generic paths; it never tests what kind of task it was given.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.errors import ConfigError
+from ..core.progress import progress_bar
+from ..core.torch_utils import eval_mode
+from ..settings import InfluenceConfig
+from .grads import choose_method, per_sample_dot, reference_gradient
+from .hvp import HessianOperator
+from .layout import channels_last, wants_channels_last
+from .params import ParamScope
+from .solvers import SolveResult, make_solver
+
+
+def _finite_or_none(value: float) -> float | None:
+    """State files are strict JSON: an infinite damping (s = v) is recorded as null."""
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class InfluenceResult:
+    ids: np.ndarray
+    scores: np.ndarray
+    solve: SolveResult
+    timings: dict[str, float] = field(default_factory=dict)
+    method: str = ""
+    scope: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {"scored": int(len(self.scores)), "solver": self.solve.solver,
+                "effective_damping": _finite_or_none(self.solve.effective_damping),
+                "gs_method": self.method, "scope": self.scope,
+                **{k: self.solve.info[k] for k in ("iterations", "final_residual", "converged") if k in self.solve.info}}
+
+
+def hooks_of(task) -> Any:
+    """The task's influence hooks (:meth:`~influal.api.Task.influence_hooks`), or None."""
+    return task.influence_hooks()
+
+
+def resolve_config(cfg: InfluenceConfig, model: nn.Module, task, scope=None) -> InfluenceConfig:
+    """Replace ``auto`` settings with what the task says: ``scope="auto"`` is the task's scope (a classifier with a
+    final nn.Linear: ``last``), else the weight tensors; ``solver="auto"`` is CG on the task's scope where the task
+    says its loss is convex there, else the paper's LiSSA. See :class:`~influal.settings.InfluenceConfig`."""
+    hooks = hooks_of(task)
+    task_scope = hooks.auto_scope(model) if hooks is not None else None
+    changes = {}
+    if cfg.scope == "auto" and scope is None:
+        changes["scope"] = task_scope or "weights"
+    if cfg.solver == "auto":
+        convex = False
+        resolved = changes.get("scope", cfg.scope)
+        if scope is None and hooks is not None and task_scope is not None and resolved == task_scope:
+            try:
+                convex = hooks.convex_scope(model, ParamScope(model, resolved, hooks))
+            except ConfigError:
+                convex = False
+        changes["solver"] = "cg" if convex else "lissa"
+    return replace(cfg, **changes) if changes else cfg
+
+
+class InfluenceEngine:
+    """Computes ISAL's pieces for one trained model; each piece can be called (and timed) on its own."""
+
+    def __init__(self, model: nn.Module, task, cfg: InfluenceConfig, scope: str | Sequence[str] | None = None):
+        self.model, self.task = model, task
+        self.hooks = hooks_of(task)
+        self.cfg = cfg = resolve_config(cfg, model, task, scope)
+        self.scope = ParamScope(model, cfg.scope if scope is None else scope, self.hooks)
+        self.method = choose_method(cfg.gs_method, model, task, self.scope, self.hooks)
+
+    @contextmanager
+    def _pass(self):
+        """Eval mode and the configured memory layout, for the passes over data (v and the pool)."""
+        prefers = self.hooks is not None and self.hooks.prefers_channels_last
+        relayout = wants_channels_last(self.model, self.cfg.memory_format, prefers)
+        with eval_mode(self.model), channels_last(self.model, relayout):
+            yield
+
+    def reference_gradient(self, dataset, ids) -> torch.Tensor:
+        with self._pass():
+            return reference_gradient(self.model, self.task, self.task.batches(dataset, ids, self.cfg.batch_size),
+                                      self.scope)
+
+    def hessian(self, dataset, labeled_ids):
+        """The Hessian of the mean labeled loss on the scope: the task's own operator where it offers one (a
+        classifier's last layer from cached features: exact and cheap), else by double backward through the
+        model."""
+        if self.hooks is not None:
+            with eval_mode(self.model):
+                op = self.hooks.hessian(self.model, dataset, np.asarray(labeled_ids, dtype=np.int64), self.scope,
+                                        self.cfg.batch_size)
+            if op is not None:
+                return op
+        return HessianOperator(self.model, self.task, dataset, labeled_ids, self.scope, self.cfg.batch_size)
+
+    def solve(self, v: torch.Tensor, dataset, labeled_ids, generator: torch.Generator, solver=None) -> SolveResult:
+        solver = make_solver(self.cfg) if solver is None else solver
+        with eval_mode(self.model):
+            return solver.solve(self.hessian(dataset, labeled_ids), v, generator)
+
+    def dots(self, dataset, ids, s: torch.Tensor, *, targets: str = "pseudo", method: str | None = None,
+             progress: bool = False) -> np.ndarray:
+        """g_z·s for every id (targets: the model's ``pseudo`` labels or the ``true`` ones)."""
+        method = self.method if method is None else method
+        fuse = self.hooks is not None and self.hooks.fuses_pseudo_targets
+        # One preallocated result: small per-batch tensors kept to the end would sit between the freed batch
+        # buffers and keep the allocator from reusing them (resident memory then grew with the pool).
+        out = np.empty(len(ids), dtype=np.float64)
+        filled = 0
+        with self._pass():
+            batches = self.task.batches(dataset, ids, self.cfg.batch_size)
+            total = -(-len(ids) // self.cfg.batch_size)
+            for _, x, y in progress_bar(batches, total=total, desc="scoring", enabled=progress):
+                if targets == "pseudo":  # None lets a task fuse the pseudo-targets into the scoring pass
+                    y = None if fuse else self.task.pseudo_targets(self.model, x)
+                dots = per_sample_dot(self.model, self.task, x, y, self.scope, s, method, self.hooks).detach()
+                out[filled:filled + len(dots)] = dots.cpu().numpy()
+                filled += len(dots)
+        return out
+
+    def run(self, pool, labeled_ids, unlabeled_ids, reference, reference_ids, generator: torch.Generator,
+            progress: bool = False) -> InfluenceResult:
+        """The whole ISAL scoring pass: v on the reference set, s_test on the labeled set, scores on the pool."""
+        timings = {}
+        t0 = time.perf_counter()
+        v = self.reference_gradient(reference, reference_ids)
+        timings["v_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        solved = self.solve(v, pool, labeled_ids, generator)
+        timings["s_test_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores = -self.dots(pool, unlabeled_ids, solved.s, progress=progress)
+        timings["scoring_s"] = time.perf_counter() - t0
+        scope = self.cfg.scope if isinstance(self.cfg.scope, str) else "custom"
+        return InfluenceResult(np.asarray(unlabeled_ids), scores, solved, timings, self.method, scope)
