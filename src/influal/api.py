@@ -312,12 +312,13 @@ class Strategy(ABC):
         ``task.train``); the default trains the plain model (None)."""
         return None
 
-    def check_task(self, task: Task) -> None:
-        """Raise NotSupported, at start and not mid-round, when ``task`` lacks what this strategy needs."""
+    def check_task(self, task: Task | type) -> None:
+        """Raise NotSupported, at start and not mid-round, when ``task`` (an object or its class) lacks what this
+        strategy needs."""
         missing = sorted(self.requires - set(task.capabilities) - {REFERENCE_SET})
         if missing:
-            raise NotSupported(f"strategy {self.name!r} needs {', '.join(missing)}, which the "
-                               f"{type(task).__name__} does not offer")
+            name = task.__name__ if isinstance(task, type) else type(task).__name__
+            raise NotSupported(f"strategy {self.name!r} needs {', '.join(missing)}, which the {name} does not offer")
 
 
 class TaskPlugin(ABC):
@@ -337,6 +338,7 @@ class TaskPlugin(ABC):
     default_dataset: ClassVar[str]
     default_model: ClassVar[str]
     default_train_preset: ClassVar[str] = "demo"
+    task_class: ClassVar[type | None] = None  # lets the loop check strategies' capabilities before loading data
 
     @abstractmethod
     def datasets(self):
@@ -361,6 +363,11 @@ class TaskPlugin(ABC):
     @abstractmethod
     def build_task(self, config: Any, splits: DatasetSplits, device: torch.device) -> Task:
         """The task object of an experiment."""
+
+    def check_splits(self, splits: DatasetSplits) -> list[str]:
+        """Warnings about the data that do not stop a run (overlap of pool and test, a reference set that misses a
+        class, ...); errors are raised by the data-set loaders and ``Task.check_inputs``."""
+        return []
 
     def report_sections(self, rows: list[dict], metric: str, baseline: str) -> str:
         """Extra markdown for report.md (default none)."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import warnings
 from pathlib import Path
 
-from .core.errors import ConfigError, InflualError
+from .core.errors import ConfigError, DataWarning, InflualError, SolverWarning
 from .core.runtime import tune_allocator
 from .settings import INFLUENCE_PRESETS, InfluenceConfig, TrainConfig, add_arguments, given_arguments
 
@@ -277,11 +279,41 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(BaseException):
+    """SIGTERM: stop like Ctrl-C, at whatever point the run is (state files are only ever replaced whole)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """influal's own warnings (data, solvers) as one line each; others as Python shows them."""
+    if issubclass(category, (DataWarning, SolverWarning)):
+        print(f"influal: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _on_signal(signum, _frame):
+    raise Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()  # an application may: keep freed batch buffers for reuse (influal/core/runtime.py)
+    previous = None
+    show = warnings.showwarning
+    warnings.showwarning = _one_line_warning
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_signal)
+    except ValueError:  # not the main thread: leave the host's handling alone
+        pass
     try:
         parser = make_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help (0) or a usage error, already printed in one line (2)
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
         return args.func(args)
     except InflualError as exc:
         print(f"influal: error: {exc}", file=sys.stderr)
@@ -290,6 +322,21 @@ def main(argv: list[str] | None = None) -> int:
         print("influal: interrupted; run the same command again to resume from the last complete round",
               file=sys.stderr)
         return 130
+    except Stopped as stop:
+        print(f"influal: stopped by {signal.Signals(stop.signum).name}; run the same command again to resume from "
+              "the last complete round", file=sys.stderr)
+        return 128 + stop.signum
+    except MemoryError:
+        print("influal: error: out of memory; lower --batch-size or the pool size", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a full disk, a folder that vanished: one line, not a traceback
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"influal: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        warnings.showwarning = show
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -268,8 +268,10 @@ class InfluenceConfig(Settings):
       ``lissa``      the supplement's Algorithm 1 (``h <- v + (1-d) h - H_z h / scale``); the fixed point is
                      ``scale * (H + d*scale I)^-1 v``, i.e. an effective damping of ``d*scale``. As in the
                      official code the result is *not* divided by ``scale`` (rankings are unaffected).
-      ``lissa-auto`` LiSSA with the scale from a power-iteration estimate of the top eigenvalue and an explicit
-                     damping; divergence raises :class:`~influal.core.errors.SolverError`.
+      ``lissa-auto`` LiSSA with the scale from a Lanczos estimate of the extreme eigenvalues and an explicit
+                     damping (raised, with a warning, where the scope has negative curvature below -λ/2); its
+                     Hessian mini-batches have at least 64 items whatever ``hvp_batch_size`` says (the default 1
+                     is the paper's LiSSA setting); a depth cap is warned about and reported.
       ``cg``         conjugate gradient on ``(H + damping I) x = v``.
       ``exact``      dense Hessian + Cholesky (scopes up to ``exact_max_params`` parameters).
       ``identity``   ``s = v`` (the official code's "gradient similarity" ablation).
@@ -285,12 +287,18 @@ class InfluenceConfig(Settings):
     ``s = v`` (Spearman ≈ 1.00 measured), i.e. it hardly applies an inverse Hessian, and costs several times
     more; on the offline benchmark both select equally well (within seed noise).
 
+    Every solve reports ``converged`` in its info (copied into the round's selection summary). A LiSSA chain that
+    grows beyond its fixed point (‖h‖ above 10 × the ‖v‖/d bound) raises SolverError when ``on_divergence`` is
+    ``raise`` (the default); ``warn`` (the paper preset, to keep the official results) warns with
+    :class:`~influal.core.errors.SolverWarning`, records ``diverged`` and keeps the result.
+
     ``memory_format`` is the layout of the v and scoring passes: ``auto`` runs a CPU model with 2-D
     convolutions channels-last when the task prefers it (oneDNN convolutions and pooling are much faster there;
     values are untouched, see :mod:`influal.influence.layout`), ``channels_last`` always, ``preserve`` never.
     """
 
     _section: ClassVar[str] = "influence"
+    ON_DIVERGENCE: ClassVar[tuple[str, ...]] = ("raise", "warn")
 
     scope: str = setting("auto", help="parameters ISAL differentiates", choices=SCOPES)
     solver: str = setting("auto", help="inverse-HVP solver", choices=SOLVERS)
@@ -306,6 +314,8 @@ class InfluenceConfig(Settings):
     batch_size: int = setting(256, cli=False)
     reference_size: int | None = setting(None, help="use a random subset of this many reference items for v")
     memory_format: str = setting("auto", help="layout of the scoring passes", choices=MEMORY_FORMATS)
+    on_divergence: str = setting("raise", cli=False, choices=ON_DIVERGENCE,
+                                 help="what a diverging LiSSA chain does: raise SolverError, or warn and keep it")
 
     def __post_init__(self) -> None:
         check_choice("influence.scope", self.scope, SCOPES)
@@ -318,18 +328,36 @@ class InfluenceConfig(Settings):
             check_int(f"influence.{name}", getattr(self, name))
         check_positive("influence.cg_tol", self.cg_tol)
         check_int("influence.reference_size", self.reference_size, optional=True)
+        check_choice("influence.on_divergence", self.on_divergence, self.ON_DIVERGENCE)
 
     @property
     def effective_damping(self) -> float:
-        """The λ of the system ``(H + λI) s = v`` that the chosen solver targets (resolve ``auto`` first)."""
+        """The λ of the system ``(H + λI) s = v`` that the chosen solver targets: ``d·scale`` for ``lissa``,
+        ``damping`` for ``lissa-auto`` (which may raise it at solve time where the Hessian has negative curvature,
+        and reports the one it used), ``cg`` and ``exact``, infinite for ``identity``.
+
+        ``solver="auto"`` has no damping of its own until the task resolves it (CG at ``damping``, or the paper's
+        LiSSA at ``damping·scale``): asking raises ConfigError; resolve the config first with
+        :func:`influal.influence.engine.resolve_config`, or read ``SolveResult.effective_damping`` (the round's
+        selection summary records that one).
+        """
+        if self.solver == "auto":
+            raise ConfigError("influence.solver 'auto' has no effective damping until the task resolves it (CG at "
+                              f"λ = {self.damping:g} or the paper's LiSSA at λ = d·scale = "
+                              f"{self.damping * self.scale:g}): resolve the config first with "
+                              "influal.influence.engine.resolve_config(cfg, model, task)")
         if self.solver == "lissa":
             return self.damping * self.scale
+        if self.solver == "identity":
+            return math.inf
         return self.damping
 
 
 INFLUENCE_PRESETS: dict[str, InfluenceConfig] = {
     # The official classification settings: all weight tensors, LiSSA 4 chains x 250, d=0.01, scale=1e4,
     # single-sample HVPs (drawn at random here; the official code reads the first 1000 labeled in file order).
+    # A diverging chain warns (SolverWarning, `diverged` in the info) instead of raising: the official code
+    # returns such a result, and the preset reproduces it.
     "paper": InfluenceConfig(scope="weights", solver="lissa", damping=0.01, scale=1e4,
-                             lissa_depth=250, lissa_repeats=4, hvp_batch_size=1),
+                             lissa_depth=250, lissa_repeats=4, hvp_batch_size=1, on_divergence="warn"),
 }

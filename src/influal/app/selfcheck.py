@@ -15,7 +15,6 @@ from ..influence.check import DEFAULT_SOLVERS, check_solvers
 from ..influence.params import ParamScope
 from ..loop.config import ExperimentConfig
 from ..loop.experiment import Experiment, initial_labeled, state_path
-from ..loop.state import ActiveState
 from ..strategies import make_strategy
 
 
@@ -49,19 +48,27 @@ def rebuild_model(results: str | None, strategy: str, seed: int, round_index: in
         out = Path(results)
         if not (out / "config.json").exists():
             raise StateError(f"{out} holds no config.json; pass a folder written by influal run")
-        config = ExperimentConfig.from_dict(read_json(out / "config.json"))
-        path = state_path(out, strategy, seed)
-        if not path.exists():
+        try:
+            config = ExperimentConfig.from_dict(read_json(out / "config.json"))
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+            raise StateError(f"{out / 'config.json'} is not a readable influal config ({exc})") from None
+        for kind, name in (("data", config.dataset), ("model", config.model)):
+            if name.startswith("api:"):
+                raise ConfigError(f"this run's {kind} ({name}) came through the Python API; check-influence rebuilds "
+                                  "runs on registered data sets and models only (call "
+                                  "influal.influence.check.check_solvers on your own model instead)")
+        experiment = Experiment.prepare(config, out)
+        require_last_scope(experiment)
+        state = experiment.saved_state(strategy, seed) if strategy in config.strategies else None
+        if state is None:
             raise StateError(f"no state for strategy {strategy!r} seed {seed} under {out}; pick --strategy and "
-                             f"--seed among: {', '.join(sorted(p.parent.parent.name + ':' + p.parent.name for p in out.glob('runs/*/seed*/state.json')))}")
-        state = ActiveState.load(path)
+                             f"--seed among the run's: strategies {', '.join(config.strategies)}, seeds "
+                             f"{', '.join(map(str, config.seed_list))}")
         if not state.rounds:
-            raise StateError(f"{path} has no finished round yet")
+            raise StateError(f"{state_path(out, strategy, seed)} has no finished round yet")
         r = len(state.rounds) - 1 if round_index is None else round_index
         if not 0 <= r < len(state.rounds):
             raise ConfigError(f"--round must lie in 0..{len(state.rounds) - 1} for this run, got {r}")
-        experiment = Experiment.prepare(config, out)
-        require_last_scope(experiment)
         labeled = np.asarray(state.labeled_ids[:state.rounds[r].labeled], dtype=np.int64)
         model = experiment.train_model(experiment.strategies.get(strategy, make_strategy(strategy)), seed, r,
                                        labeled)

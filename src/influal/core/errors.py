@@ -27,3 +27,12 @@ class SolverError(InflualError, ArithmeticError):
 
 class TrainingDiverged(InflualError):
     """The training loss became NaN or infinite."""
+
+
+class DataWarning(UserWarning):
+    """The data set was usable but not as given: something was left out or looks like a mistake."""
+
+
+class SolverWarning(UserWarning):
+    """A solver returned a result it could not vouch for: it stopped before converging, met divergence it was
+    told to tolerate (``on_divergence="warn"``), or solved a more damped system than the one asked for."""

@@ -3,7 +3,9 @@
 Runs on the last-layer scope (small enough for a dense Hessian) of a real trained model. For every solver it
 reports the relative error and cosine of s against the exact ``(H + λI)⁻¹ v`` (LiSSA's paper preset is
 compared after removing its ``scale`` factor), the
-Spearman correlation of the induced pool scores, and the overlap of the selected top-B.
+Spearman correlation of the induced pool scores, the overlap of the selected top-B, and whether the solver itself
+reported convergence (``converged`` in its info: a solver that says it did not is flagged in the line, whatever
+the comparison found).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ DEFAULT_SOLVERS: dict[str, InfluenceConfig] = {
     "cg": InfluenceConfig(scope="last", solver="cg", damping=0.01, cg_max_iter=300, cg_tol=1e-8),
     "lissa-auto": InfluenceConfig(scope="last", solver="lissa-auto", damping=0.01, hvp_batch_size=256),
     "lissa-paper": InfluenceConfig(scope="last", solver="lissa", damping=0.01, scale=1e4, lissa_depth=250,
-                                   lissa_repeats=4, hvp_batch_size=1),
+                                   lissa_repeats=4, hvp_batch_size=1, on_divergence="warn"),
     "identity": InfluenceConfig(scope="last", solver="identity"),
 }
 
@@ -39,11 +41,13 @@ class SolverCheck:
     effective_damping: float
     seconds: float
     verdict: str
+    converged: bool | None = None  # the solver's own report (None: a solver object that reports none)
 
     def line(self, budget: int) -> str:
+        flag = {True: "", False: ", did not converge", None: ", convergence not reported"}[self.converged]
         return (f"{self.name:>12}: rel. error {self.relative_error:.2e}, cosine {self.cosine:.4f}, "
                 f"Spearman {self.spearman:.4f}, top-{budget} overlap {self.top_overlap:.0%} "
-                f"(λ_eff {self.effective_damping:g}, {self.seconds:.2f}s) -> {self.verdict}")
+                f"(λ_eff {self.effective_damping:g}, {self.seconds:.2f}s{flag}) -> {self.verdict}")
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON fields (an infinite damping, s = v, becomes null)."""
@@ -105,8 +109,9 @@ def check_solvers(model, task, pool, labeled_ids, unlabeled_ids, reference, refe
         cos = float(torch.nn.functional.cosine_similarity(s, exact.s, dim=0))
         rho = _spearman(scores, exact_scores)
         overlap = _overlap(scores, exact_scores, budget)
+        converged = result.info.get("converged")
         rows.append(SolverCheck(name, err, cos, rho, overlap, float(result.effective_damping), seconds,
-                                verdict(cos, rho, overlap)))
+                                verdict(cos, rho, overlap), None if converged is None else bool(converged)))
     header = {"scope": "last", "params": int(engine.scope.numel), "labeled": int(len(labeled_ids)),
               "pool": int(len(unlabeled_ids)), "reference": int(len(reference_ids)), "damping": damping,
               "budget": budget, "exact_seconds": exact_seconds}

@@ -21,6 +21,14 @@ from ..strategies import STRATEGIES, ISALStrategy, make_strategy
 from ..tasks import get_task
 
 CONFIG_VERSION = 2
+MAX_SEEDS = 10_000
+MAX_ROUNDS = 100_000
+# fields a results folder may be extended in (more strategies, more seeds); every other field defines the experiment
+EXTENSIBLE = ("strategies", "seeds", "strategy_settings")
+IGNORED = ("device", "version", "provenance")  # where it runs, not what it computes
+# strategy settings that change how a run goes, not what it computes: the memory layout of the scoring passes, and
+# whether a diverging LiSSA chain raises or warns (version-1 files have neither)
+RUN_ONLY = ("memory_format", "on_divergence")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,9 @@ class ExperimentConfig(Settings):
             raise ConfigError(f"strategies lists a name twice: {','.join(self.strategies)}")
         for name in ("initial", "budget", "rounds", "seeds"):
             check_int(name, getattr(self, name))
+        if self.seeds > MAX_SEEDS or self.rounds > MAX_ROUNDS:
+            raise ConfigError(f"seeds must be at most {MAX_SEEDS} and rounds at most {MAX_ROUNDS}, got seeds "
+                              f"{self.seeds}, rounds {self.rounds}")
         check_int("first_seed", self.first_seed, minimum=0)
         check_int("eval_batch_size", self.eval_batch_size)
         for name in ("val_size", "test_size"):
@@ -102,6 +113,17 @@ class ExperimentConfig(Settings):
         if not isinstance(given, dict):
             raise ConfigError(f"the settings of strategy {name!r} must be a mapping, got {type(given).__name__}")
         return make_strategy(name, **given)
+
+    def experiment_id(self, strategy: str) -> str:
+        """What a state file of ``strategy`` belongs to: a hash of every field that defines the experiment, and of
+        that strategy's own settings (so that more seeds or strategies do not change it)."""
+        import hashlib
+        import json
+
+        data = {k: v for k, v in self.to_dict().items() if k not in EXTENSIBLE + IGNORED}
+        own = {k: v for k, v in self.strategy_settings.get(strategy, {}).items() if k not in RUN_ONLY}
+        text = json.dumps({"experiment": data, "strategy": strategy, "settings": own}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     @property
     def seed_list(self) -> list[int]:
@@ -130,6 +152,7 @@ class ExperimentConfig(Settings):
         if not isinstance(data, dict):
             raise ConfigError(f"an experiment config must be a JSON object, got {type(data).__name__}")
         data = dict(data)
+        data.pop("provenance", None)  # recorded beside the settings, checked by the loop
         version = data.pop("version", 1)
         if version == 1:
             data = migrate_v1(data)

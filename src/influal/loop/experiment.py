@@ -2,20 +2,26 @@
 
 Results layout under ``out``::
 
-    config.json                        the resolved experiment config (version 2)
-    runs/<strategy>/seed<k>/state.json labeled/unlabeled ids and one record per finished round
+    config.json                        the resolved experiment config (version 2) and its provenance (the data's
+                                       and the model's identity)
+    runs/<strategy>/seed<k>/state.json labeled/unlabeled ids and one record per finished round (checksummed)
+    .influal.lock                      while a run holds the folder (the owner's pid)
 
 (``metrics.csv``, ``report.md`` and ``curves.png`` are written by the report layer through the ``on_round``
 callback; see :func:`influal.app.run.run_experiment`.)
 
 A run that is killed and started again with the same command resumes from the last complete round and
 ends with exactly the selections and metrics of an uninterrupted run: every random choice of a round
-comes from generators seeded by (seed, round, strategy), never from process history.
+comes from generators seeded by (seed, round, strategy), never from process history. A folder that holds the
+same experiment with fewer strategies or seeds is extended; one that holds another experiment (another data
+set, model, recipe or setting) is refused, naming the field that differs.
 """
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,22 +31,19 @@ import torch
 from torch import nn
 
 from ..api import DatasetSplits, Selection, SelectionContext, Strategy, Task, TaskPlugin, check_selection
-from ..core.errors import ConfigError, StateError
-from ..core.io import atomic_write_json, read_json
+from ..core.errors import ConfigError, DataError, DataWarning, StateError
+from ..core.faults import fault_point
+from ..core.io import atomic_write_json, clean_temporary, is_temporary, read_json
+from ..core.lock import LOCK_NAME, FolderLock, lock_owner
 from ..core.seeding import derive_seed
 from ..core.torch_utils import resolve_device
 from ..tasks import get_task
-from .config import ExperimentConfig
-from .state import ActiveState, RoundRecord
+from .config import EXTENSIBLE, IGNORED, RUN_ONLY, ExperimentConfig
+from .provenance import data_identity, differences, model_identity, show
+from .state import ActiveState, RoundRecord, initial_labeled, load_state
 
 ModelFactory = Callable[[], nn.Module]
 Log = Callable[[str], None]
-
-
-def initial_labeled(pool_size: int, size: int, seed: int) -> np.ndarray:
-    """The seed's random initial labeled set, shared by every strategy of that seed."""
-    gen = torch.Generator().manual_seed(derive_seed(seed, "initial"))
-    return np.sort(torch.randperm(pool_size, generator=gen)[:size].numpy())
 
 
 def state_path(out: Path, strategy: str, seed: int) -> Path:
@@ -59,6 +62,8 @@ class Experiment:
     out: Path | None
     device: torch.device
     strategies: dict[str, Strategy] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def prepare(cls, config: ExperimentConfig, out: str | Path | None, *, splits: DatasetSplits | None = None,
@@ -68,10 +73,17 @@ class Experiment:
         ``out=None`` prepares an experiment that only trains models on demand (``train_model``) and writes nothing.
         """
         plugin = get_task(config.task)
+        if out is not None:
+            out = Path(out)
+            check_output_path(out)
         strategies = {name: config.build_strategy(name) for name in config.strategies}
+        if plugin.task_class is not None:  # capabilities first: before data is loaded or generated
+            for strategy in strategies.values():
+                strategy.check_task(plugin.task_class)
         if splits is None or model_factory is None:
             plugin.check(config)
         device = resolve_device(config.device)
+        given_splits = splits is not None
         if splits is None:
             splits = plugin.load_data(config)
         pool_size = len(splits.pool)
@@ -81,6 +93,11 @@ class Experiment:
             raise ConfigError(f"initial {config.initial} + budget {config.budget} x {config.rounds - 1} rounds = "
                               f"{config.final_labeled} labels exceeds the pool of {pool_size} items; lower "
                               "--budget or --rounds")
+        for part in ("pool", "val", "test"):
+            if len(getattr(splits, part)) == 0:
+                raise DataError(f"the {part} split of {splits.name} is empty; ISAL's reference set is the val split "
+                                "and the metric is measured on the test split")
+        given_model = model_factory is not None
         if model_factory is None:
             model_factory = plugin.model_factory(config, splits)
         task = plugin.build_task(config, splits, device)
@@ -90,10 +107,24 @@ class Experiment:
             task.check_inputs(probe, part, np.arange(min(2, len(part))))
         for strategy in strategies.values():
             strategy.check(task, probe)
+        for warning in plugin.check_splits(splits):
+            warnings.warn(warning, DataWarning, stacklevel=2)
+        notes = []
+        renamed = {}  # data and models given through the API are named for what they are, not the defaults
+        if given_splits and not config.dataset.startswith("api:"):
+            renamed["dataset"] = f"api:{splits.name}"
+        if given_model and not config.model.startswith("api:"):
+            renamed["model"] = f"api:{type(probe).__name__}"
+        config = config.replace(**{k: v for k, v in renamed.items() if v != getattr(config, k)}) if renamed else config
+        provenance = {"data": data_identity(splits), "model": model_identity(probe)}
         if out is not None:
-            out = Path(out)
-            check_results_folder(out, config)
-        return cls(config, plugin, splits, task, model_factory, out, device, strategies)
+            config, extended = resolve_results_folder(out, config, provenance)
+            notes.extend(extended)
+            if extended:
+                strategies = {name: config.build_strategy(name) for name in config.strategies}
+                for strategy in strategies.values():
+                    strategy.check(task, probe)
+        return cls(config, plugin, splits, task, model_factory, out, device, strategies, provenance, notes)
 
     def run(self, *, progress: bool = False, log: Log | None = None,
             on_round: Callable[["Experiment"], None] | None = None) -> dict[tuple[str, int], ActiveState]:
@@ -101,12 +132,19 @@ class Experiment:
         log = log or (lambda _msg: None)
         if self.out is None:
             raise StateError("this experiment was prepared without a results folder; pass out= to run it")
-        atomic_write_json(self.out / "config.json", self.config.to_dict())
-        log(self.splits.describe())
-        states = {}
-        for seed in self.config.seed_list:
-            for strategy in self.config.strategies:
-                states[(strategy, seed)] = self.run_one(strategy, seed, progress=progress, log=log, on_round=on_round)
+        with FolderLock(self.out, log):
+            removed = clean_temporary([self.out])
+            if removed:
+                log(f"removed {len(removed)} temporary file(s) an interrupted write left in {self.out}")
+            for note in self.notes:
+                log(note)
+            atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "provenance": self.provenance})
+            log(self.splits.describe())
+            states = {}
+            for seed in self.config.seed_list:
+                for strategy in self.config.strategies:
+                    states[(strategy, seed)] = self.run_one(strategy, seed, progress=progress, log=log,
+                                                            on_round=on_round)
         return states
 
     def reached_target(self, metrics: dict) -> bool:
@@ -120,16 +158,16 @@ class Experiment:
         log = log or (lambda _msg: None)
         cfg = self.config
         path = state_path(self.out, strategy_name, seed)
-        if path.exists():
-            state = ActiveState.load(path)
-        else:
+        state = self.saved_state(strategy_name, seed)
+        if state is None:
             state = ActiveState.start(strategy_name, seed, initial_labeled(len(self.splits.pool), cfg.initial, seed),
-                                      len(self.splits.pool))
+                                      len(self.splits.pool), cfg.experiment_id(strategy_name))
         strategy = self.strategies[strategy_name]
         while state.next_round < cfg.rounds and not (state.rounds and self.reached_target(state.rounds[-1].metrics)):
             record = self.run_round(strategy, state, progress=progress)
             state.add_round(record)
             state.save(path)
+            fault_point("after a round")
             if on_round is not None:
                 on_round(self)
             metric = record.metrics.get(self.task.metric_name, float("nan"))
@@ -137,6 +175,15 @@ class Experiment:
                 f"{self.task.metric_name} {metric:.4f} (train {record.timings['train_s']:.1f}s, "
                 f"select {record.timings.get('select_s', 0.0):.1f}s)")
         return state
+
+    def saved_state(self, strategy: str, seed: int) -> ActiveState | None:
+        """The checked state of (strategy, seed) in the results folder, or None if it has none yet."""
+        path = state_path(self.out, strategy, seed)
+        if not path.exists():
+            return None
+        cfg = self.config
+        return load_state(path, strategy=strategy, seed=seed, experiment=cfg.experiment_id(strategy),
+                          pool_size=len(self.splits.pool), initial=cfg.initial, budget=cfg.budget, rounds=cfg.rounds)
 
     def train_model(self, strategy: Strategy, seed: int, round_index: int, labeled, *,
                     progress: bool = False) -> nn.Module:
@@ -190,21 +237,93 @@ class Experiment:
                            timings={k: round(v, 4) for k, v in timings.items()})
 
 
-def check_results_folder(out: Path, config: ExperimentConfig) -> None:
-    """A results folder must be new, empty, or hold this same experiment (which is then resumed)."""
-    saved = out / "config.json"
-    if saved.exists():
-        try:
-            previous = read_json(saved)
-        except ValueError:
-            raise StateError(f"{saved} is not valid JSON; choose another --out folder") from None
-        if comparable(previous) != comparable(config.to_dict()):
-            raise StateError(f"{out} holds a different experiment (its config.json differs); choose another "
-                             "--out folder or delete that one")
-    elif out.exists() and not out.is_dir():
+def check_output_path(out: Path) -> None:
+    """``--out`` must be a folder we can create and write: not a file, not under a file, not in /proc or /sys."""
+    resolved = out.resolve()
+    if any(str(resolved).startswith(p) for p in ("/proc/", "/sys/", "/dev/")) or str(resolved) in ("/proc", "/sys",
+                                                                                                    "/dev"):
+        raise StateError(f"--out {out} is inside a system folder; choose a folder of your own")
+    if out.exists() and not out.is_dir():
         raise StateError(f"--out {out} is a file, not a folder; choose another --out")
-    elif out.exists() and any(out.iterdir()):
-        raise StateError(f"{out} is not empty and holds no influal config.json; choose another --out folder")
+    for parent in resolved.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StateError(f"--out {out} lies under {parent}, which is a file; choose another --out")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise StateError(f"--out {out} cannot be created: {parent} is not writable")
+            break
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise StateError(f"--out {out} is not writable; choose another --out")
+
+
+def _strip(config_dict: dict) -> dict:
+    return {k: v for k, v in comparable(config_dict).items() if k not in EXTENSIBLE + IGNORED}
+
+
+def resolve_results_folder(out: Path, config: ExperimentConfig, provenance: dict
+                           ) -> tuple[ExperimentConfig, list[str]]:
+    """The config to run in ``out``: ``config`` itself for a new or empty folder (stray temporary files and a stale
+    lock do not count), the saved experiment extended by ``config``'s new strategies and seeds, or a StateError
+    that names the first field in which the saved experiment differs."""
+    owner = lock_owner(out) if out.is_dir() else None
+    if owner is not None:
+        raise StateError(f"{out} is in use by another influal run (pid {owner[0]}); wait for it to finish or stop it")
+    saved_path = out / "config.json"
+    if not saved_path.exists():
+        stray = [p for p in out.iterdir() if not is_temporary(p) and p.name != LOCK_NAME] if out.is_dir() else []
+        if stray:
+            raise StateError(f"{out} is not empty and holds no influal config.json; choose another --out folder")
+        return config, []
+    try:
+        saved = read_json(saved_path)
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise StateError(f"{saved_path} is not valid JSON; restore it or choose another --out folder") from None
+    if not isinstance(saved, dict):
+        raise StateError(f"{saved_path} is not an influal config (a JSON {type(saved).__name__}); restore it or "
+                         "choose another --out folder")
+    try:
+        previous = ExperimentConfig.from_dict(saved)
+    except ConfigError as exc:
+        raise StateError(f"{saved_path} cannot be read as an experiment ({exc}); choose another --out folder") from None
+    here, there = config.to_dict(), previous.to_dict()
+    fields = differences(_strip(there), _strip(here))
+    if not fields and previous.first_seed != config.first_seed:
+        fields = ["first_seed"]
+    for name in [s for s in previous.strategies if s in config.strategies]:
+        own = [{k: v for k, v in d["strategy_settings"][name].items() if k not in RUN_ONLY} for d in (there, here)]
+        fields += differences(*own, prefix=f"strategy_settings.{name}")
+    if fields:
+        field_name = fields[0]
+        raise StateError(f"{out} holds a different experiment: {field_name} is {show(_lookup(there, field_name))} "
+                         f"there and {show(_lookup(here, field_name))} here; choose another --out folder or delete "
+                         "that one" + (f" ({len(fields) - 1} more field(s) differ)" if len(fields) > 1 else ""))
+    recorded = saved.get("provenance")
+    if isinstance(recorded, dict):
+        changed = differences(recorded, provenance, prefix="provenance")
+        if changed:
+            raise StateError(f"{out} was computed on other data or another model: {changed[0]} is "
+                             f"{show(_lookup({'provenance': recorded}, changed[0]))} there and "
+                             f"{show(_lookup({'provenance': provenance}, changed[0]))} here; choose another --out")
+    strategies = list(previous.strategies) + [s for s in config.strategies if s not in previous.strategies]
+    seeds = max(previous.seeds, config.seeds)
+    settings = {**previous.strategy_settings, **config.strategy_settings}
+    notes = []
+    added = [s for s in strategies if s not in previous.strategies]
+    if added or seeds != previous.seeds:
+        notes.append(f"extending {out}: " + ", ".join(
+            ([f"strategies + {', '.join(added)}"] if added else []) +
+            ([f"seeds {previous.seeds} -> {seeds}"] if seeds != previous.seeds else [])))
+    merged = config.replace(strategies=tuple(strategies), seeds=seeds, strategy_settings=settings)
+    return merged, notes
+
+
+def _lookup(data: dict, dotted: str):
+    value = data
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return "(absent)"
+        value = value[key]
+    return value
 
 
 def comparable(config_dict: dict) -> dict:
@@ -219,6 +338,6 @@ def comparable(config_dict: dict) -> dict:
     out = {k: v for k, v in config_dict.items() if k != "device"}
     settings = out.get("strategy_settings")
     if isinstance(settings, dict):
-        out["strategy_settings"] = {name: ({k: v for k, v in s.items() if k != "memory_format"}
+        out["strategy_settings"] = {name: ({k: v for k, v in s.items() if k not in RUN_ONLY}
                                            if isinstance(s, dict) else s) for name, s in settings.items()}
     return out

@@ -17,27 +17,47 @@ from pathlib import Path
 from ..core.errors import StateError
 from ..core.io import atomic_write_bytes, atomic_write_text, read_json
 from ..core.stats import aubc, labels_to_reach, mean_std, paired_stats, summarize
+from ..loop.config import ExperimentConfig
+from ..loop.experiment import state_path
+from ..loop.state import ActiveState, load_state
 from ..tasks import get_task
 
 BASE_COLUMNS = ["strategy", "seed", "round", "labeled", "cost"]
 
 
 def collect_rows(out: Path) -> list[dict]:
-    """One row per (strategy, seed, round) from every state file under ``out/runs``."""
-    rows = []
-    for path in sorted((out / "runs").glob("*/seed*/state.json")):
-        data = read_json(path)
-        for rec in data["rounds"]:
-            row = {"strategy": data["strategy"], "seed": data["seed"], "round": rec["round"],
-                   "labeled": rec["labeled"], "cost": rec["cost"]}
-            row.update(rec["metrics"])
-            row.update({k: v for k, v in rec.get("timings", {}).items()})
-            rows.append(row)
-    order = {}
+    """One row per (strategy, seed, round) from the state files of the experiment in ``out/config.json``.
+
+    Only the states that belong to it are read (its strategies and seeds, at their own paths), each checked
+    (checksum, strategy, seed, experiment, replay); stray files elsewhere under ``runs/`` are ignored.
+    """
     config_path = out / "config.json"
-    if config_path.exists():
-        order = {name: i for i, name in enumerate(read_json(config_path).get("strategies", []))}
-    rows.sort(key=lambda r: (order.get(r["strategy"], len(order)), r["strategy"], r["seed"], r["round"]))
+    try:
+        saved = read_json(config_path)
+        config = ExperimentConfig.from_dict(saved)
+    except FileNotFoundError:
+        raise StateError(f"{out} holds no config.json; run an experiment first (influal run ... --out {out})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise StateError(f"{config_path} is not a readable influal config ({type(exc).__name__}: {exc})") from None
+    recorded = saved.get("provenance", {}).get("data", {}) if isinstance(saved.get("provenance"), dict) else {}
+    rows = []
+    for strategy in config.strategies:
+        for seed in config.seed_list:
+            path = state_path(out, strategy, seed)
+            if not path.exists():
+                continue
+            pool = recorded.get("pool")
+            if not isinstance(pool, int):
+                state = ActiveState.load(path)
+                pool = len(state.labeled_ids) + len(state.unlabeled_ids)
+            state = load_state(path, strategy=strategy, seed=seed, experiment=config.experiment_id(strategy),
+                               pool_size=pool, initial=config.initial, budget=config.budget, rounds=config.rounds)
+            for rec in state.rounds:
+                row = {"strategy": strategy, "seed": seed, "round": rec.round, "labeled": rec.labeled,
+                       "cost": rec.cost}
+                row.update(rec.metrics)
+                row.update(rec.timings)
+                rows.append(row)
     return rows
 
 
@@ -60,8 +80,12 @@ def _fmt(value):
 def read_metrics_csv(path: Path) -> list[dict]:
     if not path.exists():
         raise StateError(f"{path} does not exist; run an experiment first (influal run ... --out {path.parent})")
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise StateError(f"{path} is not a metrics.csv influal wrote ({type(exc).__name__}); regenerate it with "
+                         f"influal run ... --out {path.parent}") from None
     if rows and not set(BASE_COLUMNS) <= set(rows[0]):
         raise StateError(f"{path} lacks the columns {', '.join(BASE_COLUMNS)}")
     for row in rows:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, TrainingDiverged
+from ..core.faults import fault_point
 from ..core.progress import progress_bar
 from ..settings import TrainConfig
 
@@ -43,6 +44,7 @@ def train_sgd(model: nn.Module, task, dataset, ids: Sequence[int], cfg: TrainCon
     drop_last = cfg.drop_last and len(ids) >= cfg.batch_size
     step = 0
     for epoch in progress_bar(range(cfg.epochs), total=cfg.epochs, desc="training", enabled=progress):
+        fault_point("training")
         epoch_lr = cfg.lr_at(epoch)
         for _, x, y in task.batches(dataset, ids, cfg.batch_size, shuffle=True, generator=generator,
                                     drop_last=drop_last):

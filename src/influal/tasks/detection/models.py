@@ -101,14 +101,31 @@ class Detector(nn.Module):
 
 
 def load_weights(detector: Detector, path: str | Path) -> dict[str, list[str]]:
-    """Load a local weights file into ``detector`` (see the module notes); returns what was skipped."""
+    """Load a local weights file into ``detector`` (see the module notes); returns what was skipped.
+
+    The file is read with ``torch.load(weights_only=True)``: tensors and plain containers only, no pickled code.
+    """
+    import pickle
+    import re
+
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"weights file {path} does not exist; give a local .pth path (nothing is downloaded)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise DataError(f"cannot read weights {path} ({exc})") from None
+        # torch's own text spans many lines and suggests weights_only=False (which would run the file's code):
+        # keep one line of it and say what to do instead.
+        lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", " ".join(lines))
+        if isinstance(exc, pickle.UnpicklingError) and found:
+            raise DataError(f"{path} holds a pickled Python object ({found.group(1)}), not only tensors; influal "
+                            "reads weights with weights_only=True and never runs a file's code: save a plain "
+                            "state_dict with torch.save(model.state_dict(), path)") from None
+        why = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
+        why = why.split(". ")[0]
+        raise DataError(f"cannot read weights {path} ({type(exc).__name__}{': ' + why[:200] if why else ''}); give "
+                        "a file written by torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):

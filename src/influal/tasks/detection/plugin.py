@@ -29,6 +29,7 @@ class DetectionPlugin(TaskPlugin):
     metric_scale = 1.0
     default_dataset = "digit-canvas"
     default_model = "fcos"
+    task_class = DetectionTask
     default_train_preset = "detection"
 
     def datasets(self):

@@ -6,6 +6,8 @@ Nothing is ever downloaded. ``root`` may be the folder that holds ``cifar-10-bat
 
 from __future__ import annotations
 
+import builtins
+import codecs
 import pickle
 from pathlib import Path
 
@@ -38,15 +40,92 @@ def _require_root(root: str | None, title: str) -> Path:
     return path
 
 
+def _numpy_attr(submodule: str, name: str):
+    """``numpy._core.<submodule>.<name>`` (numpy 2), else ``numpy.core.<submodule>.<name>`` (numpy 1)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"numpy._core.{submodule}")
+    except ImportError:
+        module = importlib.import_module(f"numpy.core.{submodule}")
+    return getattr(module, name)
+
+
+_BUILTINS = {name: getattr(builtins, name) for name in
+             ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int", "float", "complex",
+              "bool")}
+# What a CIFAR batch file can refer to: built-in containers and scalars, and numpy's array, dtype and scalar
+# reconstruction (under numpy 1's and numpy 2's module names, and Python 2's). Nothing else is ever imported.
+_NUMPY = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): (lambda: _numpy_attr("multiarray", "_reconstruct"))
+       for core in ("core", "_core")},
+    **{(f"numpy.{core}.multiarray", "scalar"): (lambda: _numpy_attr("multiarray", "scalar"))
+       for core in ("core", "_core")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): (lambda: _numpy_attr("numeric", "_frombuffer"))
+       for core in ("core", "_core")},
+    ("_codecs", "encode"): lambda: codecs.encode,  # how Python 3 writes bytes at pickle protocol 2
+}
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    """The file names a Python object a batch file never holds (so it is not unpickled)."""
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that admits only what CIFAR batch files hold: dicts, lists, strings, numbers, numpy arrays.
+
+    ``pickle.load`` would import and call whatever a file names (``os.system``, ``builtins.open``, ...): a
+    crafted ``data_batch_1`` could run code. Here every other global is refused before it is looked up.
+    """
+
+    def find_class(self, module: str, name: str):
+        if module in ("builtins", "__builtin__") and name in _BUILTINS:
+            return _BUILTINS[name]
+        factory = _NUMPY.get((module, name))
+        if factory is None:
+            raise _ForbiddenGlobal(f"{module}.{name}")
+        return factory()
+
+    def persistent_load(self, pid):
+        raise _ForbiddenGlobal("a persistent id")
+
+
 def _read_pickle(path: Path, title: str) -> dict:
     try:
         with open(path, "rb") as fh:
-            obj = pickle.load(fh, encoding="latin1")
+            obj = _BatchUnpickler(fh, encoding="latin1").load()
+    except _ForbiddenGlobal as exc:
+        raise DataError(f"{path} is not a {title} batch file: it refers to {exc}, which a batch file never holds "
+                        "(influal only reads dicts, lists, strings, numbers and numpy arrays from it); replace it "
+                        f"with the original {title} file") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's data problem
-        raise DataError(f"{path} is not a readable {title} batch file ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"{path} is not a readable {title} batch file ({type(exc).__name__}: {first})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path} is not a {title} batch file (expected a pickled dict)")
     return obj
+
+
+def _integer_array(value) -> np.ndarray | None:
+    """``value`` as a numpy integer array, or None when it is not one (strings, floats, ragged lists)."""
+    try:
+        array = np.asarray(value)
+    except Exception:  # noqa: BLE001 - a ragged or odd object is simply not an integer array
+        return None
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        return None
+    return array
+
+
+def _class_names(value, count: int, path: Path) -> list[str]:
+    names = [v.decode("latin1") if isinstance(v, bytes) else v for v in value] \
+        if isinstance(value, (list, tuple)) else None
+    if names is None or len(names) != count or not all(isinstance(v, str) for v in names):
+        raise DataError(f"{path}: expected a list of {count} class names; replace it with the original file or "
+                        "delete it (the classes are then numbered)")
+    return names
 
 
 def _read_cifar_files(folder: Path, files: list[str], label_key: str, title: str) -> tuple[np.ndarray, np.ndarray]:
@@ -58,11 +137,16 @@ def _read_cifar_files(folder: Path, files: list[str], label_key: str, title: str
         batch = _read_pickle(path, title)
         if "data" not in batch or label_key not in batch:
             raise DataError(f"{path} lacks the keys 'data' and '{label_key}' of a {title} batch file")
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(batch[label_key]):
-            raise DataError(f"{path}: expected 'data' of shape [N, 3072] with N labels, got {data.shape}")
-        images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch[label_key], dtype=np.int64))
+        data, batch_labels = _integer_array(batch["data"]), _integer_array(batch[label_key])
+        if data is None or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            shape = "not an integer array" if data is None else f"shape {data.shape}"
+            raise DataError(f"{path}: expected 'data' as uint8 pixels of shape [N, 3072], got {shape}")
+        if batch_labels is None or batch_labels.ndim != 1 or len(batch_labels) != len(data):
+            raise DataError(f"{path}: expected '{label_key}' to be {len(data)} integer labels (one per image)")
+        if data.dtype != np.uint8 and len(data) and (data.min() < 0 or data.max() > 255):
+            raise DataError(f"{path}: pixels must lie in 0..255, found {int(data.min())}..{int(data.max())}")
+        images.append(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32))
+        labels.append(batch_labels.astype(np.int64, copy=False))
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -80,7 +164,8 @@ def load_cifar(name: str, root: str | None, val_size: int | None = None, test_si
     classes = None
     meta = folder / spec["meta"]
     if meta.is_file():
-        classes = _read_pickle(meta, spec["title"]).get(spec["names_key"])
+        names = _read_pickle(meta, spec["title"]).get(spec["names_key"])
+        classes = None if names is None else _class_names(names, spec["classes"], meta)
     return _make_splits(name, train_x, train_y, test_x, test_y, spec["classes"], spec["mean"], spec["std"],
                         classes, val_size, test_size, split_seed)
 
@@ -105,6 +190,8 @@ def load_svhn(root: str | None, val_size: int | None = None, test_size: int | No
             raise DataError(f"{path} is not a readable SVHN .mat file with 'X' and 'y' ({exc})") from None
         if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
             raise DataError(f"{path}: expected X of shape [32, 32, 3, N] and N labels, got {x.shape}")
+        if len(y) == 0:
+            raise DataError(f"{path} holds no images")
         y = np.where(y == 10, 0, y)
         if y.min() < 0 or y.max() > 9:
             raise DataError(f"{path}: labels must lie in 1..10, found {int(y.min())}..{int(y.max())}")
@@ -116,16 +203,20 @@ def load_svhn(root: str | None, val_size: int | None = None, test_size: int | No
 
 def _make_splits(name, train_x, train_y, test_x, test_y, num_classes, mean, std, classes,
                  val_size, test_size, split_seed) -> DatasetSplits:
-    if train_y.min() < 0 or train_y.max() >= num_classes:
-        raise DataError(f"{name}: labels must lie in 0..{num_classes - 1}")
+    for part, y in (("training", train_y), ("test", test_y)):
+        if len(y) == 0:
+            raise DataError(f"{name}: the {part} files hold no images")
+        if y.min() < 0 or y.max() >= num_classes:
+            raise DataError(f"{name}: {part} labels must lie in 0..{num_classes - 1}, found "
+                            f"{int(y.min())}..{int(y.max())}")
     val_size = min(2000, len(train_y) // 10) if val_size is None else val_size
     if val_size >= len(train_y):
         raise DataError(f"{name}: validation size {val_size} must be smaller than the {len(train_y)} training images")
-    val_ids, pool_ids = stratified_split(train_y, [val_size], seed=split_seed)
+    val_ids, pool_ids = stratified_split(train_y, [val_size], seed=split_seed, name=f"{name} training set")
     train = TensorImageDataset(torch.from_numpy(train_x), torch.from_numpy(train_y), mean, std, classes)
     test = TensorImageDataset(torch.from_numpy(test_x), torch.from_numpy(test_y), mean, std, classes)
     if test_size is not None and test_size < len(test):
-        (test_ids, _) = stratified_split(test_y, [test_size], seed=split_seed)
+        (test_ids, _) = stratified_split(test_y, [test_size], seed=split_seed, name=f"{name} test set")
         test = test.subset(np.sort(test_ids))
     return DatasetSplits(name, pool=train.subset(pool_ids), val=train.subset(val_ids), test=test,
                          num_classes=num_classes, in_channels=3, image_size=32)

@@ -24,7 +24,8 @@ def load_mnist5k(val_size: int | None = None, test_size: int | None = None, spli
     labels = torch.from_numpy(np.asarray(y, dtype=np.int64))
     test_size = 1000 if test_size is None else test_size
     val_size = 500 if val_size is None else val_size
-    test_ids, val_ids, pool_ids = stratified_split(labels.numpy(), [test_size, val_size], seed=split_seed)
+    test_ids, val_ids, pool_ids = stratified_split(labels.numpy(), [test_size, val_size], seed=split_seed,
+                                                   name="mnist5k")
     full = TensorImageDataset(images, labels, MNIST_MEAN, MNIST_STD, classes=[str(i) for i in range(10)])
     return DatasetSplits("mnist5k", pool=full.subset(pool_ids), val=full.subset(val_ids), test=full.subset(test_ids),
                          num_classes=10, in_channels=1, image_size=28)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -20,19 +21,42 @@ class TensorImageDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                  classes: Sequence[str] | None = None):
-        if images.ndim != 4:
-            raise DataError(f"images must have shape [N, C, H, W], got {tuple(images.shape)}")
-        if len(images) != len(labels):
-            raise DataError(f"{len(images)} images but {len(labels)} labels")
+        if images.ndim != 4 or images.shape[1] < 1:
+            raise DataError(f"images must have shape [N, C, H, W] with C >= 1, got {tuple(images.shape)}")
+        if labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"{len(images)} images but labels of shape {tuple(labels.shape)}; give one label per image")
+        if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+            bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+            first = int((~torch.isfinite(images)).flatten(1).any(1).nonzero()[0, 0])
+            raise DataError(f"{bad} of the {len(images)} images hold NaN or infinite pixels (the first: image "
+                            f"{first}); fix or drop them")
+        if labels.is_floating_point() and not bool((labels == labels.round()).all()):
+            raise DataError("labels must be integers (class indices), got fractional values")
+        if len(labels) and int(labels.min()) < 0:
+            raise DataError(f"labels must be class indices >= 0, found {int(labels.min())}")
+        channels = images.shape[1]
+        if len(mean) != channels or len(std) != channels:
+            raise DataError(f"images have {channels} channels but mean has {len(mean)} and std {len(std)} values")
+        if not all(math.isfinite(float(v)) for v in list(mean) + list(std)) or min(float(v) for v in std) <= 0:
+            raise DataError(f"mean {list(mean)} and std {list(std)} must be finite, and std > 0")
         self.images = images
         self.labels = labels.long()
-        channels = images.shape[1]
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, channels, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, channels, 1, 1)
         self.classes = list(classes) if classes is not None else None
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def fingerprint(self) -> str:
+        """A hash of every image, label and the normalisation (recorded in config.json's provenance)."""
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=8)
+        for t in (self.images, self.labels, self.mean, self.std):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def get_batch(self, ids) -> tuple[torch.Tensor, torch.Tensor]:
         ids = torch.as_tensor(ids, dtype=torch.long)
@@ -59,18 +83,26 @@ def labels_of(dataset: Dataset) -> np.ndarray:
     return np.asarray([int(dataset[i][1]) for i in range(len(dataset))], dtype=np.int64)
 
 
-def stratified_split(labels: np.ndarray, sizes: Sequence[int], seed: int) -> list[np.ndarray]:
+def stratified_split(labels: np.ndarray, sizes: Sequence[int], seed: int, *, name: str = "the data set"
+                     ) -> list[np.ndarray]:
     """Split indices into parts of the given sizes (the rest forms a final part), preserving class proportions.
 
     Deterministic for a seed. Each class is permuted, then every part takes its share of each class
-    (rounded by the largest-remainder method so the part sizes are exact).
+    (rounded by the largest-remainder method so the part sizes are exact). Labels of a single class are refused
+    (a classifier has nothing to learn from them, and a wrong label column is the usual cause); ``name`` says
+    which data the error is about.
     """
     labels = np.asarray(labels)
     n = len(labels)
+    if any(int(size) < 0 for size in sizes):
+        raise DataError(f"cannot take parts of negative size {list(sizes)} from {name}")
     if sum(sizes) > n:
         raise DataError(f"cannot take parts of sizes {list(sizes)} from {n} items")
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
+    if n and len(classes) < 2:
+        raise DataError(f"all {n} labels of {name} are {classes[0].item()!r}: a classification data set needs at "
+                        "least two classes; check the label files")
     by_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
     counts = np.array([len(by_class[c]) for c in classes])
     parts: list[list[np.ndarray]] = []

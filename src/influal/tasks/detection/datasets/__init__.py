@@ -11,18 +11,22 @@
 
 Where no reference file exists, ``val_size`` images (default 10 % of the pool, at most 500) are held out of
 the pool by a seeded permutation: the reference set is never the test set (the official code used its test
-set, spec §9.2). Pool images without any box are dropped, as the official code does.
+set, spec §9.2). Pool images without any box are dropped, as the official code does (with a
+:class:`~influal.core.errors.DataWarning` giving their count), and test images that the pool or the reference
+set also holds (compared by ``file_name``) are a ``DataWarning`` too. Every image file must exist before an
+experiment starts (:meth:`CocoDetectionDataset.check_files`).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ....api import DatasetSplits
-from ....core.errors import ConfigError
+from ....core.errors import ConfigError, DataError, DataWarning
 from ....core.registry import Registry
 from .canvas import CanvasSpec, write_digit_canvas
 from .coco import CocoDetectionDataset
@@ -63,11 +67,33 @@ def _require_root(config) -> Path:
 
 
 def _finish(name: str, config, pool, val, test) -> DatasetSplits:
-    pool = pool.subset(pool.with_boxes(), name="pool")
+    """Drop the pool images without boxes (with a warning), hold out a reference set if none was given, cut the
+    test set to ``test_size`` and warn about images the test set shares with the pool or the reference set."""
+    for part in (pool, val, test):
+        if part is not None:
+            part.check_files()
+    if len(test) == 0:
+        raise DataError(f"{test.source} holds no images; the test set needs some")
+    keep = pool.with_boxes()
+    if len(keep) == 0:
+        raise DataError(f"none of the {len(pool)} images of {pool.source} has an annotation; the pool needs "
+                        "annotated images")
+    if len(keep) < len(pool):
+        warnings.warn(f"{len(pool) - len(keep)} of the {len(pool)} images of {pool.source} have no annotations and "
+                      "are left out of the pool (they have no boxes to reveal)", DataWarning, stacklevel=3)
+    pool = pool.subset(keep, name="pool")
+    if val is not None and len(val) == 0:
+        raise DataError(f"{val.source} holds no images; the reference set needs some (or delete the file to hold "
+                        "out part of the pool)")
     if val is None:
         pool, val = hold_out(pool, config.val_size)
     if config.test_size is not None and config.test_size < len(test):
         test = test.subset(np.arange(config.test_size), name="test")
+    shared = (pool.file_names() | val.file_names()) & test.file_names()
+    if shared:
+        warnings.warn(f"{len(shared)} of the {len(test)} test images (by file_name) are also in the pool or the "
+                      f"reference set (e.g. {min(shared)!r}): the test score is then measured on images the "
+                      f"strategies can label; give {test.source} images of its own", DataWarning, stacklevel=3)
     det = config.task_settings
     return _splits(name, config, pool, val, test, det.min_size or det.image_size)
 
@@ -81,6 +107,8 @@ def load_digit_canvas(config) -> DatasetSplits:
                                       f"{spec.min_digits}to{spec.max_digits}")
     root = write_digit_canvas(root, spec)
     pool, val, test = (CocoDetectionDataset.from_json(Path(root) / f"{s}.json", name=s) for s in ("pool", "val", "test"))
+    for part in (pool, val, test):
+        part.check_files()
     return _splits("digit-canvas", config, pool, val, test, spec.image_size)
 
 
