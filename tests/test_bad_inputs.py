@@ -355,3 +355,28 @@ def test_api_refuses_labels_beyond_the_classes_one_class_and_empty_splits(tmp_pa
     splits = DatasetSplits("blobs", pool=base.pool, val=base.val, test=empty, num_classes=3, in_channels=1,
                            image_size=6)
     _api_case(tmp_path, splits, mlp_model, DataError, "test split of blobs is empty")
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import influal.core.io as io
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(io, "atomic_write_bytes", full)
+    code = main(["run", "--dataset", "mnist5k", "--strategies", "random", *FAST, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("influal: error: No space left on device")
+
+
+def test_api_refuses_booleans_and_nan_where_numbers_belong():
+    from influal import ConfigError, ExperimentConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match="rounds must be an integer"):
+        ExperimentConfig(rounds=True)
+    with pytest.raises(ConfigError, match="train.lr must be a finite number"):
+        TrainConfig(lr=float("nan"))
+    with pytest.raises(ConfigError, match="strategies must be a list"):
+        ExperimentConfig(strategies="isal")

@@ -42,6 +42,8 @@ def test_detection_experiment_runs_every_detection_strategy_and_reports_boxes(tm
     assert isal["scored"] == 8 and isal["solver"] == "lissa"
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## AP @ ground-truth boxes" in report and "## Boxes saved against random at equal AP" in report
+    assert "## Boxes to reach AP" in report and "Labels to reach" not in report  # its cost is counted in boxes
+    assert "d(boxes)" in report and "(%)" not in report  # AP as a fraction, as the supplement's tables
     assert (tmp_path / "out" / "curves.png").stat().st_size > 0
     saved = json.loads((tmp_path / "out" / "config.json").read_text())
     assert saved["task"] == "detection" and saved["task_settings"]["score_threshold"] == 0.1

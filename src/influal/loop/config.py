@@ -63,6 +63,25 @@ class ExperimentConfig(Settings):
     stop_at: float | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.task, str):
+            raise ConfigError(f"task must be a task's name, got {self.task!r}")
+        for name in ("dataset", "model", "data_root"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a name (text) or null, got {value!r}")
+        if not isinstance(self.device, str):
+            raise ConfigError(f"device must be a device's name (auto, cpu, cuda), got {self.device!r}")
+        if not isinstance(self.strategies, (list, tuple)) or not all(isinstance(n, str) for n in self.strategies):
+            raise ConfigError(f"strategies must be a list of strategy names, e.g. ['isal', 'random'], got "
+                              f"{self.strategies!r}")
+        if not isinstance(self.train, (TrainConfig, dict, type(None))):
+            raise ConfigError(f"train must be a TrainConfig or a JSON object, got {self.train!r}")
+        if not isinstance(self.task_settings, (Settings, dict, type(None))):
+            raise ConfigError(f"task_settings must be a JSON object, got {self.task_settings!r}")
+        if not isinstance(self.strategy_settings, dict) or not all(
+                isinstance(k, str) and isinstance(v, dict) for k, v in self.strategy_settings.items()):
+            raise ConfigError("strategy_settings must map strategy names to objects of settings, got "
+                              f"{self.strategy_settings!r}")
         plugin = get_task(self.task)
         if self.dataset is None:
             object.__setattr__(self, "dataset", plugin.default_dataset)
@@ -79,8 +98,6 @@ class ExperimentConfig(Settings):
         elif not isinstance(self.task_settings, plugin.settings_class):
             raise ConfigError(f"task_settings of task {self.task!r} must be a {plugin.settings_class.__name__}, got "
                               f"{type(self.task_settings).__name__}")
-        if isinstance(self.strategies, str):
-            raise ConfigError("strategies must be a list of names, e.g. ('isal', 'random')")
         object.__setattr__(self, "strategies", tuple(self.strategies))
         if not self.strategies:
             raise ConfigError("strategies must name at least one strategy, e.g. --strategies isal,random")
@@ -98,8 +115,6 @@ class ExperimentConfig(Settings):
         if self.stop_at is not None and (isinstance(self.stop_at, bool) or not isinstance(self.stop_at, (int, float))
                                          or not 0.0 < self.stop_at <= 1.0):
             raise ConfigError(f"stop_at must lie in (0, 1] (the metric as a fraction), got {self.stop_at!r}")
-        if not isinstance(self.strategy_settings, dict):
-            raise ConfigError("strategy_settings must map strategy names to their settings")
         unknown = sorted(set(self.strategy_settings) - set(self.strategies))
         if unknown:
             raise ConfigError(f"strategy_settings names {', '.join(unknown)}, which is not among the strategies "
@@ -155,7 +170,10 @@ class ExperimentConfig(Settings):
         data.pop("provenance", None)  # recorded beside the settings, checked by the loop
         version = data.pop("version", 1)
         if version == 1:
-            data = migrate_v1(data)
+            try:
+                data = migrate_v1(data)
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise ConfigError(f"invalid experiment config (version 1): {exc}") from None
         elif version != CONFIG_VERSION:
             raise ConfigError(f"config version {version!r} is not supported by this influal (it reads versions 1 "
                               f"and {CONFIG_VERSION}); upgrade influal or start a new results folder")
@@ -167,8 +185,8 @@ class ExperimentConfig(Settings):
             data["strategies"] = tuple(data["strategies"])
         try:
             return cls(**data)
-        except TypeError as exc:
-            raise ConfigError(f"invalid experiment config: {exc}") from None
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise ConfigError(f"invalid experiment config: {type(exc).__name__}: {exc}") from None
 
 
 def isal_family(name: str) -> bool:
