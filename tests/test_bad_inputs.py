@@ -233,6 +233,8 @@ CASES = [
      "out", "none.png"),
     ("coco-undecodable-image", _corrupt_coco(lambda d, r: (r / _first_image(d)["file_name"]).write_bytes(b"\x89PNG junk")),
      "out", "cannot read image"),
+    ("coco-undecodable-later-image", _corrupt_coco(lambda d, r: (r / d["images"][-1]["file_name"]).write_bytes(
+        (r / d["images"][-1]["file_name"]).read_bytes()[:60])), "out", "cannot be read as images"),
     ("coco-zero-width-box", _corrupt_coco(lambda d, r: _first_ann(d).update(bbox=[1, 1, 0, 5])), "out", "annotation"),
     ("coco-negative-box", _corrupt_coco(lambda d, r: _first_ann(d).update(bbox=[1, 1, -3, 5])), "out", "annotation"),
     ("coco-nan-box", _corrupt_coco(lambda d, r: _first_ann(d).update(bbox=[1, 1, float("nan"), 5])), "out",

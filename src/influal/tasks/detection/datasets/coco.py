@@ -328,13 +328,32 @@ class CocoDetectionDataset(Dataset):
                 sub._images[new] = self._images[old]
         return sub
 
-    def check_files(self) -> None:
-        """Every image file the data set names exists (a DataError naming the first missing one and the count)."""
+    def check_files(self, verify: bool = True) -> None:
+        """Every image file the data set names exists (a DataError naming the first missing one and the count) and,
+        with ``verify``, is an image file Pillow can read (``Image.verify``: the header and the file's integrity,
+        without decoding the pixels), so that a broken file is found before anything is written."""
         missing = [info["file_name"] for info in self.infos if not (self.image_root / info["file_name"]).is_file()]
         if missing:
             raise DataError(f"{self.source}: {len(missing)} of its {len(self.infos)} image files do not exist "
                             f"under {self.image_root} (the first: {missing[0]!r}); fix the file_name entries or "
                             "point --data-root at the folder they are relative to")
+        if not verify:
+            return
+        from PIL import Image, UnidentifiedImageError
+
+        broken = []
+        for info in self.infos:
+            path = self.image_root / info["file_name"]
+            try:
+                with Image.open(path) as img:
+                    img.verify()
+            except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
+                broken.append((path, exc))
+        if broken:
+            path, exc = broken[0]
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"{self.source}: {len(broken)} of its {len(self.infos)} image files cannot be read as "
+                            f"images (the first: cannot read image {path}: {first})")
 
     def file_names(self) -> set[str]:
         """The images' ``file_name`` values, normalised (:func:`normalized_file_name`)."""
