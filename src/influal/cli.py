@@ -88,12 +88,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("influence (ISAL and its variants)")
     g.add_argument("--influence-preset", default=None, help=", ".join(INFLUENCE_PRESETS))
     add_arguments(g, InfluenceConfig, INFLUENCE_DEST)
-    seen: set[str] = set()
+    seen: set[str] = set()  # tasks may share a setting's name: its flag is added once and serves both
     for name, plugin in plugins:
         g = p.add_argument_group(f"{name} (--task {name})")
-        fresh = [f.name for f in _fields(plugin.settings_class) if f.name not in seen]
-        add_arguments(g, plugin.settings_class, TASK_DEST, skip=tuple(n for n in _names(plugin) if n not in fresh))
-        seen.update(fresh)
+        add_arguments(g, plugin.settings_class, TASK_DEST, skip=tuple(seen))
+        seen.update(f.name for f in _fields(plugin.settings_class))
     g = p.add_argument_group("deprecated")
     g.add_argument("--detector", default=None, help="use --model (with --task detection)")
     g.add_argument("--target-ap", type=float, default=None, help="use --stop-at")
@@ -104,10 +103,6 @@ def _fields(cls):
     from .settings import cli_fields
 
     return cli_fields(cls)
-
-
-def _names(plugin) -> list[str]:
-    return [f.name for f in _fields(plugin.settings_class)]
 
 
 def _percent(value: float | None) -> float | None:

@@ -9,9 +9,3 @@ def derive_seed(*parts) -> int:
     """A stable 31-bit seed from any parts (strings and ints): CRC32 of their ``/``-joined text."""
     return zlib.crc32("/".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
 
-
-def generator(*parts):
-    """A CPU ``torch.Generator`` seeded by :func:`derive_seed` of ``parts``."""
-    import torch
-
-    return torch.Generator().manual_seed(derive_seed(*parts))

@@ -47,9 +47,3 @@ def to_device(obj: Any, device: torch.device) -> Any:
         return {k: to_device(v, device) for k, v in obj.items()}
     return obj
 
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (the CPU for a model without parameters)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")

@@ -109,21 +109,21 @@ class Experiment:
             strategy.check(task, probe)
         for warning in plugin.check_splits(splits):
             warnings.warn(warning, DataWarning, stacklevel=2)
-        notes = []
         renamed = {}  # data and models given through the API are named for what they are, not the defaults
         if given_splits and not config.dataset.startswith("api:"):
             renamed["dataset"] = f"api:{splits.name}"
         if given_model and not config.model.startswith("api:"):
             renamed["model"] = f"api:{type(probe).__name__}"
-        config = config.replace(**{k: v for k, v in renamed.items() if v != getattr(config, k)}) if renamed else config
+        if renamed:
+            config = config.replace(**renamed)
         provenance = {"data": data_identity(splits), "model": model_identity(probe)}
+        notes = []
         if out is not None:
-            config, extended = resolve_results_folder(out, config, provenance)
-            notes.extend(extended)
-            if extended:
-                strategies = {name: config.build_strategy(name) for name in config.strategies}
-                for strategy in strategies.values():
-                    strategy.check(task, probe)
+            config, notes = resolve_results_folder(out, config, provenance)
+            for name in config.strategies:  # an extended folder brings the strategies it already ran
+                if name not in strategies:
+                    strategies[name] = config.build_strategy(name)
+                    strategies[name].check(task, probe)
         return cls(config, plugin, splits, task, model_factory, out, device, strategies, provenance, notes)
 
     def run(self, *, progress: bool = False, log: Log | None = None,

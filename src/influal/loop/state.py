@@ -178,10 +178,11 @@ def check_replay(state: ActiveState, *, pool_size: int, initial: int, budget: in
         raise StateError(f"it holds {len(labeled)} labeled ids; its rounds add up to {position}")
 
 
-def load_state(path: Path, *, strategy: str, seed: int, experiment: str, pool_size: int, initial: int, budget: int,
-               rounds: int) -> ActiveState:
+def load_state(path: Path, *, strategy: str, seed: int, experiment: str, pool_size: int | None, initial: int,
+               budget: int, rounds: int) -> ActiveState:
     """Load ``path`` and check that it belongs here (strategy, seed, experiment) and replays; StateError otherwise,
-    naming the file. Nothing is changed on disk: the last good rounds stay as they were."""
+    naming the file. ``pool_size=None``: the pool the state itself spans (when the data is not at hand). Nothing is
+    changed on disk: the last good rounds stay as they were."""
     if not path.is_file():
         raise StateError(f"{path} is not a file; remove it to restart that run")
     state = ActiveState.load(path)
@@ -191,6 +192,8 @@ def load_state(path: Path, *, strategy: str, seed: int, experiment: str, pool_si
                              f"{seed} (copied from elsewhere?)")
         if state.experiment is not None and state.experiment != experiment:
             raise StateError("it belongs to another experiment (its settings differ from this config.json's)")
+        if pool_size is None:
+            pool_size = len(state.labeled_ids) + len(state.unlabeled_ids)
         check_replay(state, pool_size=pool_size, initial=initial, budget=budget, rounds=rounds)
     except StateError as exc:
         raise StateError(f"{path}: {exc}; restore it or delete it to restart that run") from None

@@ -19,7 +19,7 @@ from ..core.io import atomic_write_bytes, atomic_write_text, read_json
 from ..core.stats import aubc, labels_to_reach, mean_std, paired_stats, summarize
 from ..loop.config import ExperimentConfig
 from ..loop.experiment import state_path
-from ..loop.state import ActiveState, load_state
+from ..loop.state import load_state
 from ..tasks import get_task
 
 BASE_COLUMNS = ["strategy", "seed", "round", "labeled", "cost"]
@@ -46,10 +46,7 @@ def collect_rows(out: Path) -> list[dict]:
             path = state_path(out, strategy, seed)
             if not path.exists():
                 continue
-            pool = recorded.get("pool")
-            if not isinstance(pool, int):
-                state = ActiveState.load(path)
-                pool = len(state.labeled_ids) + len(state.unlabeled_ids)
+            pool = recorded.get("pool") if isinstance(recorded.get("pool"), int) else None
             state = load_state(path, strategy=strategy, seed=seed, experiment=config.experiment_id(strategy),
                                pool_size=pool, initial=config.initial, budget=config.budget, rounds=config.rounds)
             for rec in state.rounds:
