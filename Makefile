@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv clean labelstudio
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,33 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 venv: $(STAMP)
 
+# Label Studio for the round-trip tests (tests/labelstudio.py), in its own environment so that its pins
+# never touch influal's: about 1 GB, built once and reused (the stamp holds the version; changing
+# LS_VERSION reinstalls). A failed install does not fail `make test`: pip's last lines go to $(LS_FAILED)
+# and the tests that need the server skip with that reason (the next `make test` tries again).
+LS_VENV := .venv-labelstudio
+LS_VERSION := 1.23.2
+LS_STAMP := $(LS_VENV)/.installed
+LS_FAILED := $(LS_VENV)/.failed
+
+labelstudio:
+	@if [ "$$(cat $(LS_STAMP) 2>/dev/null)" = "$(LS_VERSION)" ]; then exit 0; fi; \
+	echo "installing label-studio==$(LS_VERSION) into $(LS_VENV) (once; a few minutes)"; \
+	rm -f $(LS_STAMP) $(LS_FAILED); mkdir -p $(LS_VENV); \
+	if { $(PYTHON) -m venv $(LS_VENV) && \
+	     $(LS_VENV)/bin/pip install --quiet 'label-studio==$(LS_VERSION)'; } \
+	     > $(LS_VENV)/.install.log 2>&1; then \
+		echo $(LS_VERSION) > $(LS_STAMP); \
+	else \
+		grep -v '^WARNING: Location' $(LS_VENV)/.install.log | tail -n 20 > $(LS_FAILED); \
+		echo "label-studio install failed (the tests that need it will skip); see $(LS_FAILED)"; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/influal run --dataset mnist5k --model cnn --strategies isal,random \
 		--initial 100 --budget 100 --rounds 5 --seeds 3 --out results/demo
 
-test: $(STAMP)
+test: $(STAMP) labelstudio
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 

@@ -141,6 +141,12 @@ class Task(ABC):
         """Train a freshly initialised ``model`` on ``ids`` (:func:`influal.training.train_sgd` does the SGD);
         return it in eval mode. ``loss_fn`` only where the task declares ``loss_hook``."""
 
+    def ready(self, model: nn.Module) -> nn.Module:
+        """A trained model (one whose weights were just loaded from a checkpoint) as :meth:`train` returns it: in
+        eval mode, with whatever else the task's strategies expect (detection: only the heads' final layers
+        trainable)."""
+        return model.eval()
+
     def cost(self, dataset: Dataset, ids: Sequence[int]) -> float:
         """The labeling cost of ``ids`` (default: one per item)."""
         return float(len(ids))
@@ -286,6 +292,8 @@ class Strategy(ABC):
     name: ClassVar[str] = "strategy"
     requires: ClassVar[frozenset[str]] = frozenset()
     state: ClassVar[str] = "none"
+    uses_model: ClassVar[bool] = True   # False: selects without looking at the model (random)
+    cold_start: ClassVar[bool] = False  # True: meaningful with no labels yet, on an untrained model (random, core-set)
 
     @abstractmethod
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
@@ -372,3 +380,123 @@ class TaskPlugin(ABC):
     def report_sections(self, rows: list[dict], metric: str, baseline: str) -> str:
         """Extra markdown for report.md (default none)."""
         return ""
+
+    def labeling(self) -> "LabelSchema | None":
+        """How this task's labels look to people and labeling tools (the labeling workflow), or None if the task
+        cannot be labeled through influal's projects."""
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- labeling
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a labeling project: its stable ``id``, its ``path`` relative to the project's image folder,
+    its pixel size, its file size in bytes and a hash of its content."""
+
+    id: int
+    path: str
+    width: int
+    height: int
+    size: int
+    hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "width": self.width, "height": self.height, "size": self.size,
+                "hash": self.hash}
+
+
+@dataclass(frozen=True)
+class ImageCollection:
+    """What a task needs to turn a project's images into a data set: the image folder, every image (``records[i].id
+    == i``) and the task's image settings recorded at ``influal init`` (:meth:`LabelSchema.image_settings`)."""
+
+    root: Any
+    records: Sequence[ImageRecord]
+    settings: dict[str, Any]
+
+
+Answer = dict  # the JSON form of one image's label (see LabelSchema)
+
+
+class LabelSchema(ABC):
+    """How a task's labels look to people and to labeling tools: what the labeling workflow (``influal init / query /
+    import``) asks a task, so that the workflow itself knows no task.
+
+    An *answer* is the JSON form of one image's label as a project stores it (classification: ``{"label": "cat"}``;
+    detection: ``{"boxes": [{"label": "cat", "bbox": [x, y, w, h]}]}`` in pixels). A *prediction* is the model's
+    guess in the same form plus a ``confidence``. The parsers get one image's entries of a file (Label Studio
+    results, CSV rows, COCO annotations) and return ``(answer or None, problems)``: each problem one line, without
+    the file's name (the caller adds where it is). ``empty_answer`` is what an annotation with nothing in it means
+    for the task (None: it is a mistake; detection: an image that holds no object).
+    """
+
+    tool_kind: ClassVar[str]                # the Label Studio control: "choices", "rectanglelabels"
+    empty_answer: ClassVar[Answer | None] = None
+
+    @abstractmethod
+    def image_settings(self, root: Any, records: Sequence[ImageRecord]) -> dict[str, Any]:
+        """The task's input settings measured on the images at ``init`` (size, channels, normalisation)."""
+
+    @abstractmethod
+    def dataset(self, images: ImageCollection, answers: dict[int, Answer], classes: Sequence[str]) -> Dataset:
+        """A data set of every image (index = id), streamed from disk, with the labels of ``answers``."""
+
+    @abstractmethod
+    def input_shape(self, images: ImageCollection, classes: Sequence[str]) -> tuple[int, int, int]:
+        """What a model builder reads of the data: ``(num_classes, in_channels, image_size)``."""
+
+    @abstractmethod
+    def predict(self, task: Task, model: nn.Module, dataset: Dataset, ids: Sequence[int],
+                classes: Sequence[str]) -> list[dict[str, Any]]:
+        """The model's prediction for each id, in order (JSON: an answer's fields plus ``confidence``)."""
+
+    @abstractmethod
+    def check_answer(self, answer: Answer, record: ImageRecord, classes: Sequence[str]) -> list[str]:
+        """Problems with an answer for ``record`` (unknown class, a box outside the image or of zero area)."""
+
+    @abstractmethod
+    def cost(self, answer: Answer) -> float:
+        """What labeling this answer cost (labels, boxes)."""
+
+    @abstractmethod
+    def class_counts(self, answer: Answer) -> dict[str, int]:
+        """How many times each class occurs in an answer."""
+
+    @abstractmethod
+    def label_config(self, classes: Sequence[str]) -> str:
+        """The Label Studio labeling config (XML) for this task's answers; controls named ``label`` on ``image``."""
+
+    @abstractmethod
+    def to_label_studio(self, prediction: dict[str, Any], record: ImageRecord) -> list[dict[str, Any]]:
+        """A prediction as Label Studio result items (pre-annotations)."""
+
+    @abstractmethod
+    def from_label_studio(self, result: list[dict[str, Any]], record: ImageRecord,
+                          classes: Sequence[str]) -> tuple[Answer | None, list[str]]:
+        """One Label Studio annotation's ``result`` as an answer."""
+
+    def from_csv(self, rows: list[dict[str, str]], record: ImageRecord,
+                 classes: Sequence[str]) -> tuple[Answer | None, list[str]]:
+        """An image's CSV rows (``path,label`` and what else the task reads) as an answer."""
+        return None, [f"{type(self).__name__} reads no CSV labels"]
+
+    def from_coco(self, annotations: list[dict[str, Any]], categories: dict[int, str], record: ImageRecord,
+                  classes: Sequence[str]) -> tuple[Answer | None, list[str]]:
+        """An image's COCO annotations (``categories``: id -> name) as an answer."""
+        return None, [f"{type(self).__name__} reads no COCO annotations"]
+
+    def to_coco(self, prediction: dict[str, Any], record: ImageRecord, classes: Sequence[str]) -> list[dict[str, Any]]:
+        """A prediction as COCO annotation entries (category ids 1..K in the order of ``classes``); none by default."""
+        return []
+
+    def describe(self, prediction: dict[str, Any]) -> str:
+        """A short text of a prediction (contact sheets, batch.csv)."""
+        return ""
+
+    def csv_columns(self, prediction: dict[str, Any]) -> dict[str, str]:
+        """The prediction's columns of batch.csv (after id, path, rank, score, split)."""
+        return {}
+
+    def drawn_boxes(self, prediction: dict[str, Any]) -> list[tuple[list[float], str]]:
+        """Boxes ``([x, y, w, h], caption)`` to draw on a contact sheet's thumbnail (none by default)."""
+        return []

@@ -32,6 +32,7 @@ class CoresetStrategy(Strategy):
 
     name = "coreset"
     requires = frozenset({FEATURES})
+    cold_start = True  # k-center greedy on an untrained network's features still spreads the batch out
 
     def __init__(self, batch_size: int | None = None):
         self.batch_size = batch_size

@@ -11,6 +11,8 @@ class RandomStrategy(Strategy):
     """``budget`` candidates drawn uniformly without replacement from the selection generator."""
 
     name = "random"
+    uses_model = False
+    cold_start = True
 
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
         check_budget(ctx, budget)

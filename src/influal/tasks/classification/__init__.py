@@ -2,7 +2,7 @@
 own loss), its models, data-set formats, settings block and plug-in."""
 
 from .. import register_task
-from .datasets import DATASETS, TensorImageDataset, labels_of, stratified_split
+from .datasets import DATASETS, ImageFileDataset, TensorImageDataset, labels_of, stratified_split
 from .heads import forward_with_features, last_linear
 from .models import MODELS, ResNet18, SmallCNN, build_model
 from .plugin import PLUGIN, ClassificationPlugin
@@ -12,5 +12,5 @@ from .task import ClassificationTask
 register_task(PLUGIN)
 
 __all__ = ["DATASETS", "MODELS", "PLUGIN", "ClassificationPlugin", "ClassificationSettings", "ClassificationTask",
-           "ResNet18", "SmallCNN", "TensorImageDataset", "build_model", "forward_with_features", "labels_of",
-           "last_linear", "stratified_split"]
+           "ImageFileDataset", "ResNet18", "SmallCNN", "TensorImageDataset", "build_model", "forward_with_features",
+           "labels_of", "last_linear", "stratified_split"]

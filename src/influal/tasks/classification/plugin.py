@@ -8,7 +8,7 @@ import numpy as np
 
 from ...api import DatasetSplits, TaskPlugin
 from ...core.errors import DataError
-from .datasets import DATASETS, TensorImageDataset, labels_of
+from .datasets import DATASETS, ImageFileDataset, TensorImageDataset, labels_of
 from .models import MODELS
 from .settings import ClassificationSettings
 from .task import ClassificationTask
@@ -51,6 +51,11 @@ class ClassificationPlugin(TaskPlugin):
             out.append(f"{shared} test image(s) are identical to pool images; the test metric is then optimistic")
         return out
 
+    def labeling(self):
+        from .labeling import ClassificationLabels
+
+        return ClassificationLabels()
+
     def build_task(self, config, splits: DatasetSplits, device) -> ClassificationTask:
         settings = config.task_settings
         return ClassificationTask(splits.num_classes, device, config.eval_batch_size,
@@ -58,7 +63,10 @@ class ClassificationPlugin(TaskPlugin):
 
 
 def _shared_images(pool, test) -> int:
-    """How many test images are byte-identical to a pool image (in-memory image data sets only)."""
+    """How many test images are byte-identical to a pool image (in-memory image data sets; for image files, the
+    same file or a file of the same bytes)."""
+    if isinstance(pool, ImageFileDataset) and isinstance(test, ImageFileDataset):
+        return _shared_files(pool, test)
     if not isinstance(pool, TensorImageDataset) or not isinstance(test, TensorImageDataset):
         return 0
     def digests(ds):
@@ -67,6 +75,28 @@ def _shared_images(pool, test) -> int:
     seen = digests(pool)
     flat = test.images.reshape(len(test.images), -1).contiguous().numpy()
     return sum(hashlib.blake2b(row.tobytes(), digest_size=16).digest() in seen for row in flat)
+
+
+def _shared_files(pool, test) -> int:
+    """Test files whose bytes equal a pool file's: sizes first, so only files of a size both sides have are read."""
+    import os
+
+    def sizes(ds):
+        out: dict[int, list] = {}
+        for path in ds.paths:
+            out.setdefault(os.stat(ds.root / path).st_size, []).append(ds.root / path)
+        return out
+
+    pool_sizes, test_sizes = sizes(pool), sizes(test)
+
+    def digest(path):
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+
+    count = 0
+    for size in set(pool_sizes) & set(test_sizes):
+        seen = {digest(p) for p in pool_sizes[size]}
+        count += sum(digest(p) in seen for p in test_sizes[size])
+    return count
 
 
 PLUGIN = ClassificationPlugin()

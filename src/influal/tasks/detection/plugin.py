@@ -49,6 +49,11 @@ class DetectionPlugin(TaskPlugin):
         if weights is not None and not Path(weights).exists():
             raise ConfigError(f"weights file {weights} does not exist; give a local path (nothing is downloaded)")
 
+    def labeling(self):
+        from .labeling import DetectionLabels
+
+        return DetectionLabels()
+
     def build_task(self, config, splits: DatasetSplits, device) -> DetectionTask:
         det = config.task_settings
         return DetectionTask(splits.num_classes, device, batch_size=det.batch_size,

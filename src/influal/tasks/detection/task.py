@@ -124,7 +124,11 @@ class DetectionTask(Task):
             return sum(m.train_losses(images, targets).values())
 
         train_sgd(model, self, dataset, ids, cfg, generator, objective=objective, progress=progress)
-        return model.freeze_for_influence()
+        return self.ready(model)
+
+    def ready(self, model: Detector) -> Detector:
+        """Eval mode, everything frozen but the heads' final layers (the parameters ISAL differentiates)."""
+        return model.freeze_for_influence().eval()
 
 
 def keep_confident(detection: dict[str, torch.Tensor], threshold: float) -> dict[str, torch.Tensor]:

@@ -74,9 +74,13 @@ class TensorImageDataset(Dataset):
 
 
 def labels_of(dataset: Dataset) -> np.ndarray:
-    """All labels of a dataset as an int array, fast for the datasets influal builds."""
+    """All labels of a dataset as an int array, fast for the datasets influal builds (and for any data set with a
+    one-dimensional ``labels`` tensor of one label per item, such as :class:`ImageFileDataset`)."""
     if isinstance(dataset, TensorImageDataset):
         return dataset.labels.numpy()
+    labels = getattr(dataset, "labels", None)
+    if isinstance(labels, torch.Tensor) and labels.ndim == 1 and len(labels) == len(dataset):
+        return labels.long().numpy()
     targets = getattr(dataset, "targets", None)
     if targets is not None:
         return np.asarray(targets, dtype=np.int64)

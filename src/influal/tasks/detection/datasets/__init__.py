@@ -4,8 +4,14 @@
   ``$INFLUAL_DATA`` (``~/.cache/influal``) in a folder named after its settings. Pool size from
   ``detection.pool_size``, reference (validation) and test sizes from ``val_size`` / ``test_size``
   (defaults 200 / 300).
-- ``coco``: ``--data-root`` holds ``train.json`` (the pool), ``test.json`` and optionally ``val.json`` (the
-  reference set), with image ``file_name`` relative to that folder.
+- ``coco``, one folder: ``--data-root DIR`` holds ``train.json`` (the pool), ``test.json`` and optionally
+  ``val.json`` (the reference set), with image ``file_name`` relative to that folder.
+- ``coco``, separate paths (as COCO trees are laid out): ``--images DIR --annotations FILE`` (the pool's json and
+  the folder its ``file_name`` entries are relative to), optionally ``--test-annotations FILE`` with
+  ``--test-images DIR`` (default: ``--images``) for the test set, and ``--val-annotations FILE`` (images under
+  ``--images``) for the reference set. Without a test json, ``test_size`` images (default 20 % of the pool, at
+  most 2000) are held out of the pool by a seeded permutation. Giving both ``--data-root`` and these paths is
+  refused, and so are these paths with another data set.
 - ``voc``: ``--data-root`` is a ``VOC2012``-style folder; the pool is the ``train`` image set and the test set
   the ``val`` one.
 
@@ -33,6 +39,8 @@ from .coco import CocoDetectionDataset
 
 DATASETS: Registry = Registry("detection dataset", entry_point_group="influal.detection_datasets")
 SPLIT_SEED = 0
+TEST_SPLIT_SEED = 1  # the test set held out of a pool json without a test json (independent of the reference set)
+COCO_PATHS = ("images", "annotations", "test_images", "test_annotations", "val_annotations")
 
 
 def default_data_root() -> Path:
@@ -53,6 +61,41 @@ def hold_out(pool: CocoDetectionDataset, size: int | None) -> tuple[CocoDetectio
         raise ConfigError(f"val_size {size} leaves no pool images out of {len(pool)}; lower --val-size")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(pool))
     return pool.subset(np.sort(order[size:]), name="pool"), pool.subset(np.sort(order[:size]), name="val")
+
+
+def hold_out_test(pool: CocoDetectionDataset, size: int | None
+                  ) -> tuple[CocoDetectionDataset, CocoDetectionDataset]:
+    """(pool, test): ``size`` images (default 20 % of the pool, at most 2000) held out by a seeded permutation."""
+    size = size if size is not None else max(1, min(2000, len(pool) // 5))
+    if size >= len(pool):
+        raise ConfigError(f"test_size {size} leaves no pool images out of the {len(pool)} of {pool.source}; lower "
+                          "--test-size or give a test json (--test-annotations)")
+    order = np.random.default_rng(TEST_SPLIT_SEED).permutation(len(pool))
+    return pool.subset(np.sort(order[size:]), name="pool"), pool.subset(np.sort(order[:size]), name="test")
+
+
+def _coco_paths(config) -> dict[str, str]:
+    """The COCO path settings (``--images`` ...) that are set."""
+    det = config.task_settings
+    return {name: getattr(det, name) for name in COCO_PATHS if getattr(det, name, None) is not None}
+
+
+def _flags(names) -> str:
+    return ", ".join("--" + name.replace("_", "-") for name in names)
+
+
+def _refuse_coco_paths(config) -> None:
+    given = _coco_paths(config)
+    if given:
+        raise ConfigError(f"{_flags(given)} only apply to --dataset coco, not --dataset {config.dataset}")
+
+
+def _folder(path: str, flag: str) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        state = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise DataError(f"{flag} {path} {state}; point it at the folder the json's file_name entries are relative to")
+    return folder
 
 
 def _splits(name: str, config, pool, val, test, image_size: int) -> DatasetSplits:
@@ -100,6 +143,7 @@ def _finish(name: str, config, pool, val, test) -> DatasetSplits:
 
 @DATASETS.register("digit-canvas")
 def load_digit_canvas(config) -> DatasetSplits:
+    _refuse_coco_paths(config)
     spec = canvas_spec(config)
     root = config.data_root
     if root is None:
@@ -114,6 +158,9 @@ def load_digit_canvas(config) -> DatasetSplits:
 
 @DATASETS.register("coco")
 def load_coco(config) -> DatasetSplits:
+    """COCO jsons: ``--data-root DIR`` (train.json, test.json, val.json) or ``--images DIR --annotations FILE``."""
+    if _coco_paths(config):
+        return _load_coco_paths(config)
     root = _require_root(config)
     pool = CocoDetectionDataset.from_json(root / "train.json", name="pool", cache=False)
     test = CocoDetectionDataset.from_json(root / "test.json", name="test", cache=False, category_ids=pool.category_ids)
@@ -122,13 +169,42 @@ def load_coco(config) -> DatasetSplits:
     return _finish("coco", config, pool, val, test)
 
 
+def _load_coco_paths(config) -> DatasetSplits:
+    given = _coco_paths(config)
+    if config.data_root is not None:
+        raise ConfigError(f"--dataset coco takes either --data-root DIR (DIR/train.json, test.json, val.json) or "
+                          f"--images DIR --annotations FILE, not both (got --data-root and {_flags(given)})")
+    det = config.task_settings
+    for flag, needs in (("annotations", "images"), ("images", "annotations"), ("test_images", "test_annotations")):
+        if getattr(det, flag) is not None and getattr(det, needs) is None:
+            raise ConfigError(f"{_flags([flag])} needs {_flags([needs])} too (--dataset coco --images DIR "
+                              "--annotations FILE [--test-images DIR --test-annotations FILE] [--val-annotations "
+                              "FILE])")
+    if det.images is None:  # only --test-annotations or --val-annotations given
+        raise ConfigError(f"{_flags(given)} need --images DIR --annotations FILE (the pool) too")
+    images = _folder(det.images, "--images")
+    pool = CocoDetectionDataset.from_json(Path(det.annotations).expanduser(), images, name="pool", cache=False)
+    if det.test_annotations is not None:
+        test_images = _folder(det.test_images, "--test-images") if det.test_images is not None else images
+        test = CocoDetectionDataset.from_json(Path(det.test_annotations).expanduser(), test_images, name="test",
+                                              cache=False, category_ids=pool.category_ids)
+    else:
+        pool, test = hold_out_test(pool, config.test_size)
+    val = None
+    if det.val_annotations is not None:
+        val = CocoDetectionDataset.from_json(Path(det.val_annotations).expanduser(), images, name="val", cache=False,
+                                             category_ids=pool.category_ids)
+    return _finish("coco", config, pool, val, test)
+
+
 @DATASETS.register("voc")
 def load_voc_folder(config) -> DatasetSplits:
     from .voc import load_voc
 
+    _refuse_coco_paths(config)
     root = _require_root(config)
     return _finish("voc", config, load_voc(root, "train", cache=False), None, load_voc(root, "val", cache=False))
 
 
 __all__ = ["DATASETS", "CanvasSpec", "CocoDetectionDataset", "canvas_spec", "default_data_root", "hold_out",
-           "write_digit_canvas"]
+           "hold_out_test", "write_digit_canvas"]

@@ -336,7 +336,7 @@ class CocoDetectionDataset(Dataset):
         if missing:
             raise DataError(f"{self.source}: {len(missing)} of its {len(self.infos)} image files do not exist "
                             f"under {self.image_root} (the first: {missing[0]!r}); fix the file_name entries or "
-                            "point --data-root at the folder they are relative to")
+                            "point --data-root (or --images / --test-images) at the folder they are relative to")
         if not verify:
             return
         from PIL import Image, UnidentifiedImageError
