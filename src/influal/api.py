@@ -294,6 +294,8 @@ class Strategy(ABC):
     state: ClassVar[str] = "none"
     uses_model: ClassVar[bool] = True   # False: selects without looking at the model (random)
     cold_start: ClassVar[bool] = False  # True: meaningful with no labels yet, on an untrained model (random, core-set)
+    shards: ClassVar[bool] = False      # True: splits its per-item work between torch.distributed ranks; False:
+                                        # every rank computes the whole selection (the same, without the speed-up)
 
     @abstractmethod
     def select(self, ctx: SelectionContext, budget: int) -> Selection:

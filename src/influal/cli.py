@@ -229,8 +229,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     experiment = Experiment.prepare(config, args.out)
     log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     run_prepared(experiment, progress=not args.quiet, log=log)
-    print((Path(args.out) / "report.md").read_text())
-    print(f"results in {args.out}: config.json, metrics.csv, report.md, curves.png, runs/")
+    from .core import dist
+
+    if dist.is_main():
+        print((Path(args.out) / "report.md").read_text())
+        print(f"results in {args.out}: config.json, metrics.csv, report.md, curves.png, runs/")
     return 0
 
 
@@ -322,6 +325,10 @@ def cmd_query(args: argparse.Namespace) -> int:
                            model=args.model, weights=args.weights, train=train, no_train=args.no_train,
                            task_settings=_task_settings(args, project.task), device=args.device,
                            progress=not args.quiet, log=_log(args))
+    from .core import dist
+
+    if not dist.is_main():
+        return 0
     folder = project.store.query_dir(record["round"])
     metric = record["metrics"].get(project.plugin.metric)
     print(f"query round {record['round']}: {len(record['selected'])} image(s) chosen by {record['strategy']}"
@@ -491,6 +498,39 @@ def _on_signal(signum, _frame):
     raise Stopped(signum)
 
 
+def _join_process_group(args: argparse.Namespace) -> None:
+    """Under torchrun: join the process group (gloo on CPUs, NCCL on GPUs), give each rank its device, and keep
+    every rank but 0 quiet (rank 0 alone writes files and reports)."""
+    from .core import dist
+
+    if not dist.launched():
+        return
+    device = dist.init_from_env(getattr(args, "device", "auto") or "auto")
+    if hasattr(args, "device"):
+        args.device = device
+    if not dist.is_main() and hasattr(args, "quiet"):
+        args.quiet = True
+
+
+def _rank_prefix() -> str:
+    from .core import dist
+
+    return f"[rank {dist.rank()} of {dist.world_size()}] " if dist.active() else ""
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    """Whether ``exc`` is torch.distributed reporting that another rank went away."""
+    from .core import dist
+
+    if not dist.launched():
+        return False
+    import torch.distributed as tdist
+
+    text = str(exc).lower()
+    return isinstance(exc, getattr(tdist, "DistError", ())) or any(
+        word in text for word in ("gloo", "connection reset", "connection closed", "nccl", "broken pipe"))
+
+
 def main(argv: list[str] | None = None) -> int:
     tune_allocator()  # an application may: keep freed batch buffers for reuse (influal/core/runtime.py)
     previous = None
@@ -506,9 +546,17 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # --help (0) or a usage error, already printed in one line (2)
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        _join_process_group(args)
         return args.func(args)
     except InflualError as exc:
-        print(f"influal: error: {exc}", file=sys.stderr)
+        print(f"influal: error: {_rank_prefix()}{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeError as exc:
+        if not _lost_peer(exc):
+            raise
+        print(f"influal: error: {_rank_prefix()}lost contact with the other processes of this torch.distributed job "
+              f"(one of them stopped: {(str(exc).splitlines() or [''])[0][:200]}); the last complete round is saved: "
+              "run the same command again to resume", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("influal: interrupted; run the same command again to resume from the last complete round",
@@ -529,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = show
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        from .core import dist
+
+        dist.shutdown()
 
 
 if __name__ == "__main__":

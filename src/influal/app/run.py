@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..api import DatasetSplits
+from ..core import dist
 from ..loop.config import ExperimentConfig
 from ..loop.experiment import Experiment, Log, ModelFactory
 from ..loop.state import ActiveState
@@ -16,7 +17,8 @@ def run_prepared(experiment: Experiment, *, progress: bool = False, log: Log | N
     """Run a prepared experiment; metrics.csv and report.md after every round, curves.png at the end."""
     out = experiment.out
     states = experiment.run(progress=progress, log=log, on_round=lambda _e: write_reports(out, plots=False))
-    write_reports(out)
+    if dist.is_main():  # under torch.distributed rank 0 alone writes the reports
+        write_reports(out)
     return states
 
 

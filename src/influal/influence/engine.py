@@ -29,13 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core import dist
 from ..core.errors import ConfigError
 from ..core.faults import fault_point
 from ..core.progress import progress_bar
 from ..core.torch_utils import eval_mode
 from ..settings import InfluenceConfig
 from .grads import choose_method, per_sample_dot, reference_gradient
-from .hvp import HessianOperator
+from .hvp import HessianOperator, ShardedHessian
 from .layout import channels_last, wants_channels_last
 from .params import ParamScope
 from .solvers import SolveResult, make_solver
@@ -126,14 +127,24 @@ class InfluenceEngine:
             yield
 
     def reference_gradient(self, dataset, ids) -> torch.Tensor:
+        """v = Σ_r ∇l(r); under torch.distributed each rank sums its shard of the reference set, then all-reduce."""
+        ids = dist.shard(np.asarray(ids))
         with self._pass():
-            return reference_gradient(self.model, self.task, self.task.batches(dataset, ids, self.cfg.batch_size),
-                                      self.scope)
+            v = reference_gradient(self.model, self.task, self.task.batches(dataset, ids, self.cfg.batch_size),
+                                   self.scope)
+        return dist.all_sum(v)
 
-    def hessian(self, dataset, labeled_ids):
+    def hessian(self, dataset, labeled_ids, *, sharded: bool | None = None):
         """The Hessian of the mean labeled loss on the scope: the task's own operator where it offers one (a
         classifier's last layer from cached features: exact and cheap), else by double backward through the
-        model."""
+        model. Under torch.distributed (``sharded``, the default there) each rank builds it on its shard of the
+        labeled set and its full products and dense form are all-reduced (:class:`ShardedHessian`)."""
+        labeled_ids = np.asarray(labeled_ids, dtype=np.int64)
+        if sharded is None:
+            sharded = dist.active()
+        if sharded and dist.active():
+            local = self.hessian(dataset, dist.shard(labeled_ids), sharded=False)
+            return ShardedHessian(local, len(dist.shard(labeled_ids)), len(labeled_ids))
         if self.hooks is not None:
             with eval_mode(self.model):
                 op = self.hooks.hessian(self.model, dataset, np.asarray(labeled_ids, dtype=np.int64), self.scope,
@@ -143,13 +154,20 @@ class InfluenceEngine:
         return HessianOperator(self.model, self.task, dataset, labeled_ids, self.scope, self.cfg.batch_size)
 
     def solve(self, v: torch.Tensor, dataset, labeled_ids, generator: torch.Generator, solver=None) -> SolveResult:
+        """s ≈ (H + λI)⁻¹ v. Under torch.distributed, CG and the exact solve use the all-reduced Hessian of
+        :meth:`hessian`; LiSSA's chains run on the whole labeled set, spread over the ranks (chain k on rank
+        k mod N, from the generator state it has in one process) and averaged: the same s as one process."""
         solver = make_solver(self.cfg) if solver is None else solver
+        stochastic = getattr(solver, "stochastic", False)
         with eval_mode(self.model):
-            return solver.solve(self.hessian(dataset, labeled_ids), v, generator)
+            return solver.solve(self.hessian(dataset, labeled_ids, sharded=not stochastic), v, generator)
 
     def dots(self, dataset, ids, s: torch.Tensor, *, targets: str = "pseudo", method: str | None = None,
              progress: bool = False) -> np.ndarray:
-        """g_z·s for every id (targets: the model's ``pseudo`` labels or the ``true`` ones)."""
+        """g_z·s for every id (targets: the model's ``pseudo`` labels or the ``true`` ones). Under torch.distributed
+        each rank scores its shard of ``ids`` and the scores are gathered back into the order of ``ids``."""
+        count = len(ids)
+        ids = dist.shard(np.asarray(ids))
         method = self.method if method is None else method
         fuse = self.hooks is not None and self.hooks.fuses_pseudo_targets
         # One preallocated result: small per-batch tensors kept to the end would sit between the freed batch
@@ -166,7 +184,7 @@ class InfluenceEngine:
                 dots = per_sample_dot(self.model, self.task, x, y, self.scope, s, method, self.hooks).detach()
                 out[filled:filled + len(dots)] = dots.cpu().numpy()
                 filled += len(dots)
-        return out
+        return dist.gather_rows(out, count)
 
     def run(self, pool, labeled_ids, unlabeled_ids, reference, reference_ids, generator: torch.Generator,
             progress: bool = False) -> InfluenceResult:

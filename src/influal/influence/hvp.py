@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core import dist
 from .params import ParamScope
 
 
@@ -38,6 +39,10 @@ class HessianOperator:
         for batch_ids, x, y in self.task.batches(self.dataset, self.ids, self.batch_size):
             out += self._batch_hvp(vec, x, y).detach() * (len(batch_ids) / self.n)
         return out
+
+    def skip_sample(self, generator: torch.Generator, batch_size: int) -> None:
+        """Advance ``generator`` as :meth:`sample` does, without the product (a LiSSA chain another rank runs)."""
+        torch.randperm(self.n, generator=generator)
 
     def sample(self, vec: torch.Tensor, generator: torch.Generator, batch_size: int) -> torch.Tensor:
         """H_B v on a mini-batch of ``batch_size`` labeled items drawn at random (without replacement)."""
@@ -77,3 +82,24 @@ class HessianOperator:
                 H[start:stop] += vmap(hvp)(basis).detach() * weight
         self.num_products += p
         return 0.5 * (H + H.T)
+
+
+class ShardedHessian:
+    """The Hessian of the mean loss over a labeled set split between torch.distributed ranks: each rank's operator
+    covers its ``n_local`` of the ``n_total`` items; full products and the dense matrix are their weighted sum
+    over the ranks (``n_local / n_total`` each), the same on every rank. Mini-batch products (LiSSA) are not
+    offered: those run on the whole labeled set (:meth:`InfluenceEngine.solve`)."""
+
+    def __init__(self, local, n_local: int, n_total: int):
+        self.local, self.weight = local, n_local / max(n_total, 1)
+        self.n = n_total
+
+    def full(self, vec: torch.Tensor) -> torch.Tensor:
+        part = self.local.full(vec) * self.weight if self.weight else torch.zeros_like(vec)
+        return dist.all_sum(part)
+
+    def dense(self, chunk: int = 64) -> torch.Tensor:
+        return dist.all_sum(self.local.dense(chunk) * self.weight)
+
+    def sample(self, vec: torch.Tensor, generator: torch.Generator, batch_size: int) -> torch.Tensor:
+        raise NotImplementedError("mini-batch Hessian products run on the whole labeled set, not on a rank's shard")

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..core import dist
 from ..core.errors import ConfigError, SolverError, SolverWarning
 from ..settings import InfluenceConfig
 
@@ -79,7 +80,16 @@ def _run_chains(name: str, op, v: torch.Tensor, generator: torch.Generator, *, d
     step_trace: list[float] = []
     norm_trace: list[float] = []
     diverged_at = None
+    # Under torch.distributed chain k runs on rank k mod N; a rank advances the generator through the chains of the
+    # others (as their mini-batches would draw), so each chain sees the draws it sees in one process, and the sum
+    # over the ranks (the others' chains are zeros) restores every chain bit for bit.
+    spread = dist.active() and hasattr(op, "skip_sample")
     for chain in range(repeats):
+        if spread and chain % dist.world_size() != dist.rank():
+            for _ in range(depth):
+                op.skip_sample(generator, batch_size)
+            chains.append(torch.zeros_like(v))
+            continue
         h = v.clone()
         chain_norms: list[float] = []
         for step in range(depth):
@@ -105,6 +115,8 @@ def _run_chains(name: str, op, v: torch.Tensor, generator: torch.Generator, *, d
             h = h_new
         norm_trace.extend(chain_norms)
         chains.append(h)
+    if spread:
+        chains = list(dist.all_sum(torch.stack(chains)).unbind(0))
     return chains, {"relative_step_trace": step_trace, "norm_trace": norm_trace,
                     "last_relative_step": step_trace[-1] if step_trace else None,
                     "diverged": diverged_at is not None, "diverged_at": diverged_at}
@@ -164,6 +176,7 @@ class LiSSA:
     """
 
     name = "lissa"
+    stochastic = True  # mini-batch products: under torch.distributed its chains are spread over the ranks
 
     def __init__(self, damping: float = 0.01, scale: float = 1e4, depth: int = 250, repeats: int = 4,
                  batch_size: int = 1, divide_by_scale: bool = False, *, on_divergence: str = "raise",
@@ -267,6 +280,8 @@ class AutoLiSSA:
     """
 
     name = "lissa-auto"
+
+    stochastic = True
 
     def __init__(self, damping: float = 0.01, repeats: int = 4, batch_size: int = AUTO_MIN_HVP_BATCH,
                  safety: float = 1.5, tol: float = 1e-3, max_depth: int = 2000, power_iters: int = 30,

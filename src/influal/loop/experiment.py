@@ -19,6 +19,7 @@ set, model, recipe or setting) is refused, naming the field that differs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from ..api import DatasetSplits, Selection, SelectionContext, Strategy, Task, TaskPlugin, check_selection
+from ..core import dist
 from ..core.errors import ConfigError, DataError, DataWarning, StateError
 from ..core.faults import fault_point
 from ..core.io import atomic_write_json, clean_temporary, is_temporary, read_json
@@ -124,27 +126,39 @@ class Experiment:
                 if name not in strategies:
                     strategies[name] = config.build_strategy(name)
                     strategies[name].check(task, probe)
+        if dist.active():
+            if not dist.all_agree(config.to_dict()):
+                raise ConfigError("the ranks of this torch.distributed job read different settings; give every rank "
+                                  "the same command line")
+            lonely = [name for name, s in strategies.items() if not s.shards]
+            if lonely:
+                notes.append(f"{', '.join(lonely)} do(es) not split selection work between ranks: each of the "
+                             f"{dist.world_size()} ranks computes the whole selection (the same one)")
+            dist.barrier()  # every rank has read the results folder before rank 0 takes its lock
         return cls(config, plugin, splits, task, model_factory, out, device, strategies, provenance, notes)
 
     def run(self, *, progress: bool = False, log: Log | None = None,
             on_round: Callable[["Experiment"], None] | None = None) -> dict[tuple[str, int], ActiveState]:
         """Run (or resume) every strategy with every seed; ``on_round(self)`` after each finished round."""
-        log = log or (lambda _msg: None)
+        log = log if log is not None and dist.is_main() else (lambda _msg: None)
         if self.out is None:
             raise StateError("this experiment was prepared without a results folder; pass out= to run it")
-        with FolderLock(self.out, log):
-            removed = clean_temporary([self.out])
-            if removed:
-                log(f"removed {len(removed)} temporary file(s) an interrupted write left in {self.out}")
+        main = dist.is_main()  # under torch.distributed rank 0 alone writes; every rank computes every round
+        with FolderLock(self.out, log) if main else contextlib.nullcontext():
+            if main:
+                removed = clean_temporary([self.out])
+                if removed:
+                    log(f"removed {len(removed)} temporary file(s) an interrupted write left in {self.out}")
+                atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "provenance": self.provenance})
             for note in self.notes:
                 log(note)
-            atomic_write_json(self.out / "config.json", {**self.config.to_dict(), "provenance": self.provenance})
-            log(self.splits.describe())
+            log(self.splits.describe() + (f"; {dist.world_size()} processes" if dist.active() else ""))
             states = {}
             for seed in self.config.seed_list:
                 for strategy in self.config.strategies:
-                    states[(strategy, seed)] = self.run_one(strategy, seed, progress=progress, log=log,
-                                                            on_round=on_round)
+                    states[(strategy, seed)] = self.run_one(strategy, seed, progress=progress and main, log=log,
+                                                            on_round=on_round if main else None)
+            dist.barrier()
         return states
 
     def reached_target(self, metrics: dict) -> bool:
@@ -166,7 +180,8 @@ class Experiment:
         while state.next_round < cfg.rounds and not (state.rounds and self.reached_target(state.rounds[-1].metrics)):
             record = self.run_round(strategy, state, progress=progress)
             state.add_round(record)
-            state.save(path)
+            if dist.is_main():
+                state.save(path)
             fault_point("after a round")
             if on_round is not None:
                 on_round(self)
@@ -234,7 +249,7 @@ class Experiment:
             summary = selection.summary()
         return RoundRecord(round=r, labeled=len(labeled), cost=self.task.cost(self.splits.pool, labeled),
                            metrics=metrics, selected=selected, selection=summary,
-                           timings={k: round(v, 4) for k, v in timings.items()})
+                           timings={k: round(v, 4) for k, v in timings.items()}, world_size=dist.world_size())
 
 
 def check_output_path(out: Path) -> None:

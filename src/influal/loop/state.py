@@ -46,6 +46,7 @@ class RoundRecord:
     selected: list[int] = field(default_factory=list)
     selection: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    world_size: int = 1  # torch.distributed processes that computed the round (the same result for any number)
 
 
 def _checksum(data: dict[str, Any]) -> str:

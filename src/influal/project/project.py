@@ -8,6 +8,7 @@ Commands that change a project hold its ``.influal.lock``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..api import ImageCollection, LabelSchema
+from ..core import dist
 from ..core.errors import ConfigError, DataError, StateError
 from ..core.io import clean_temporary, fsync_dir
 from ..core.lock import FolderLock
@@ -212,10 +214,12 @@ class Project:
         record (query.json). ``options`` are :class:`~influal.project.query.QueryRequest`'s fields."""
         log = log or _quiet
         request = QueryRequest(strategy=strategy, budget=budget, **options)
-        work = QueryRound(self, request, progress=progress, log=log)
+        work = QueryRound(self, request, progress=progress and dist.is_main(), log=log if dist.is_main() else None)
         work.prepare()
-        with FolderLock(self.path, log):
-            clean_temporary([self.path])
+        dist.barrier()  # every rank has read the project before rank 0 takes its lock
+        with FolderLock(self.path, log) if dist.is_main() else contextlib.nullcontext():
+            if dist.is_main():
+                clean_temporary([self.path])
             record = work.run()
         return record
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..api import REFERENCE_SET, DatasetSplits, SelectionContext, check_selection
+from ..core import dist
 from ..core.errors import ConfigError, DataError
 from ..core.faults import fault_point
 from ..core.io import atomic_write_bytes, atomic_write_json, read_json
@@ -174,18 +175,24 @@ class QueryRound:
         timings: dict[str, float] = {}
         request_file = folder / "request.json"
         checkpoint = folder / "model.pt"
-        if request_file.is_file():
+        main = dist.is_main()  # under torchrun rank 0 alone writes; every rank computes the round
+        same = None
+        if main and request_file.is_file():
             try:
                 same = read_json(request_file) == self.identity
             except (OSError, ValueError):
                 same = False
-            if not same:
-                self.log(f"query round {self.round} was interrupted with other settings or other labels; starting "
-                         "it again")
+        same = dist.broadcast_object(same)  # rank 0's reading decides for every rank
+        if same is False:
+            self.log(f"query round {self.round} was interrupted with other settings or other labels; starting it "
+                     "again")
+            if main:
                 checkpoint.unlink(missing_ok=True)
-            else:
-                self.log(f"resuming the unfinished query round {self.round}")
-        atomic_write_json(request_file, self.identity)
+        elif same:
+            self.log(f"resuming the unfinished query round {self.round}")
+        if main:
+            atomic_write_json(request_file, self.identity)
+        dist.barrier()
         device = resolve_device(req.device)
         dataset = p.dataset()
         shape = self.schema.input_shape(p.images, p.classes)
@@ -234,11 +241,13 @@ class QueryRound:
         items = [BatchItem(p.records[i], rank + 1, score_of.get(i), "val" if rank >= len(chosen) else "train", pred)
                  for rank, (i, pred) in enumerate(zip(batch_ids, predictions))]
         t0 = time.perf_counter()
-        files = write_batch(folder, items, self.schema, p.classes, self.round, p.image_url, p.document_prefix)
-        contact_sheet(p.root, items, self.schema, folder / "contact-sheet.png")
-        files.append("contact-sheet.png")
+        files = ["batch.csv", "tasks.json", "labeling-config.xml", "contact-sheet.png"]
+        if main:
+            files = write_batch(folder, items, self.schema, p.classes, self.round, p.image_url, p.document_prefix)
+            contact_sheet(p.root, items, self.schema, folder / "contact-sheet.png")
+            files.append("contact-sheet.png")
+            p.mark_pending({i.record.id: i.split for i in items}, self.round)
         timings["write_s"] = time.perf_counter() - t0
-        p.mark_pending({i.record.id: i.split for i in items}, self.round)
         scored = np.asarray([s for s in score_of.values() if np.isfinite(s)], dtype=np.float64)
         in_batch = [score_of[i] for i in chosen if np.isfinite(score_of.get(i, np.nan))]
         scores = None
@@ -255,7 +264,10 @@ class QueryRound:
             "selection": selection.summary(), "files": files,
             "timings": {k: round(v, 4) for k, v in timings.items()},
         }
-        atomic_write_json(folder / "query.json", json.loads(json.dumps(record, default=float)))
+        record["world_size"] = dist.world_size()
+        if main:
+            atomic_write_json(folder / "query.json", json.loads(json.dumps(record, default=float)))
+        dist.barrier()
         return record
 
     def _model(self, task, splits, dataset, device, checkpoint: Path) -> torch.nn.Module:
@@ -263,7 +275,7 @@ class QueryRound:
         seed = derive_seed(p.seed, "train", self.round)
         torch.manual_seed(seed)
         model = self.plugin.model_factory(self.config, splits)().to(device)
-        if checkpoint.is_file() and self.strategy.state == "none":
+        if dist.broadcast_object(checkpoint.is_file()) and self.strategy.state == "none":
             state = torch.load(checkpoint, map_location=device, weights_only=True)
             model.load_state_dict(state)
             self.log(f"loaded the model of round {self.round} from {checkpoint}")
@@ -279,8 +291,9 @@ class QueryRound:
         self.log(f"training {self.config.model} on {len(self.train_ids)} labeled images")
         task.train(trained, dataset, self.train_ids, self.train, torch.Generator().manual_seed(seed),
                    progress=self.progress, **extra)
-        buf = io.BytesIO()
-        torch.save(model.state_dict(), buf)
-        atomic_write_bytes(checkpoint, buf.getvalue())
+        if dist.is_main():
+            buf = io.BytesIO()
+            torch.save(model.state_dict(), buf)
+            atomic_write_bytes(checkpoint, buf.getvalue())
         fault_point("after a query's training")
         return model

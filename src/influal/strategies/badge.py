@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..api import CLASSIFIER_HEAD, Selection, SelectionContext, Strategy, check_budget
 from ..core.torch_utils import eval_mode
 from .kernels import kmeans_pp_factored
+from .sharding import per_item
 
 
 def gradient_factors(model, task, dataset, ids: np.ndarray, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,6 +53,7 @@ class BADGEStrategy(Strategy):
 
     name = "badge"
     requires = frozenset({CLASSIFIER_HEAD})
+    shards = True
 
     def __init__(self, batch_size: int | None = None):
         self.batch_size = batch_size
@@ -59,7 +61,8 @@ class BADGEStrategy(Strategy):
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
         check_budget(ctx, budget)
         batch_size = self.batch_size or ctx.task.eval_batch_size
-        a, f = gradient_factors(ctx.model, ctx.task, ctx.pool, ctx.unlabeled_ids, batch_size)
+        a, f = per_item(ctx.unlabeled_ids, lambda ids: gradient_factors(ctx.model, ctx.task, ctx.pool, ids,
+                                                                        batch_size))
         picked = kmeans_pp_factored(a, f, int(budget), ctx.generator)
         info = {"embedding_dim": int(a.shape[1] * f.shape[1])}
         return Selection(ctx.unlabeled_ids[picked], None, info)

@@ -15,6 +15,7 @@ import torch
 from ..api import FEATURES, Selection, SelectionContext, Strategy, check_budget
 from ..core.torch_utils import eval_mode
 from .kernels import k_center_greedy
+from .sharding import per_item
 
 
 def collect_features(model, task, dataset, ids: np.ndarray, batch_size: int) -> torch.Tensor:
@@ -33,6 +34,7 @@ class CoresetStrategy(Strategy):
     name = "coreset"
     requires = frozenset({FEATURES})
     cold_start = True  # k-center greedy on an untrained network's features still spreads the batch out
+    shards = True
 
     def __init__(self, batch_size: int | None = None):
         self.batch_size = batch_size
@@ -40,8 +42,10 @@ class CoresetStrategy(Strategy):
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
         check_budget(ctx, budget)
         batch_size = self.batch_size or ctx.task.eval_batch_size
-        unlabeled = collect_features(ctx.model, ctx.task, ctx.pool, ctx.unlabeled_ids, batch_size)
-        labeled = collect_features(ctx.model, ctx.task, ctx.pool, ctx.labeled_ids, batch_size)
+        unlabeled = per_item(ctx.unlabeled_ids, lambda ids: collect_features(ctx.model, ctx.task, ctx.pool, ids,
+                                                                             batch_size))
+        labeled = per_item(ctx.labeled_ids, lambda ids: collect_features(ctx.model, ctx.task, ctx.pool, ids,
+                                                                         batch_size))
         picked, radii = k_center_greedy(unlabeled, labeled, int(budget), generator=ctx.generator)
         info = {"radius_first": float(radii[0]), "radius_last": float(radii[-1]),
                 "feature_dim": int(unlabeled.shape[1])}

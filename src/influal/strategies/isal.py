@@ -24,6 +24,7 @@ class ISALStrategy(Strategy):
 
     name = "isal"
     requires = frozenset({REFERENCE_SET})
+    shards = True  # the engine shards v, the Hessian products (or LiSSA's chains) and the scoring pass
 
     def __init__(self, config: InfluenceConfig | None = None, *, preset: str | None = None, **settings: Any):
         if preset is not None and preset not in INFLUENCE_PRESETS:

@@ -31,6 +31,7 @@ from ..api import CLASSIFIER_HEAD, LOSS_HOOK, Selection, SelectionContext, Strat
 from ..core.errors import ConfigError
 from ..core.torch_utils import eval_mode
 from .kernels import LossPredictionModule, margin_ranking_loss
+from .sharding import per_item
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -153,6 +154,7 @@ class LearningLossStrategy(Strategy):
     name = "learning_loss"
     requires = frozenset({LOSS_HOOK})
     state = "the loss-prediction module trained with this round's model (replaced every round)"
+    shards = True
 
     def __init__(self, subset: int = 10_000, stop_fraction: float = 0.6, weight: float = 1.0, margin: float = 1.0,
                  width: int = 128, taps: Sequence[str] | None = None, batch_size: int | None = None):
@@ -204,10 +206,11 @@ class LearningLossStrategy(Strategy):
             positions = np.arange(len(unlabeled))
         candidates = unlabeled[positions]
         batch_size = self.batch_size or ctx.task.eval_batch_size
-        with eval_mode(learner):
-            predicted = [learner.predict_loss(x).double().cpu()
-                         for _, x, _ in ctx.task.batches(ctx.pool, candidates, batch_size)]
-        scores = -torch.cat(predicted).numpy()
+        def predict(ids):
+            with eval_mode(learner):
+                return torch.cat([learner.predict_loss(x).double().cpu()
+                                  for _, x, _ in ctx.task.batches(ctx.pool, ids, batch_size)])
+        scores = -per_item(candidates, predict).numpy()
         aligned = np.full(len(unlabeled), np.nan)
         aligned[positions] = scores
         info = {"candidates": int(size), "taps": ",".join(learner.taps)}

@@ -13,6 +13,7 @@ class RandomStrategy(Strategy):
     name = "random"
     uses_model = False
     cold_start = True
+    shards = True  # nothing to shard: one draw from the shared generator
 
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
         check_budget(ctx, budget)

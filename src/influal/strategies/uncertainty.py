@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..api import PROBABILITIES, Selection, SelectionContext, Strategy, check_budget, take_lowest
+from .sharding import per_item
 
 
 def neg_entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -41,11 +42,12 @@ class UncertaintyStrategy(Strategy):
     """Scores every unlabeled item from ``task.predict_proba`` and takes the ``budget`` lowest scores."""
 
     requires = frozenset({PROBABILITIES})
+    shards = True
     score_fn: Callable[[torch.Tensor], torch.Tensor]
 
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
         check_budget(ctx, budget)
-        probs = ctx.task.predict_proba(ctx.model, ctx.pool, ctx.unlabeled_ids)
+        probs = per_item(ctx.unlabeled_ids, lambda ids: ctx.task.predict_proba(ctx.model, ctx.pool, ids))
         scores = type(self).score_fn(probs.double()).numpy().astype(np.float64)
         return Selection(take_lowest(ctx.unlabeled_ids, scores, budget), scores)
 

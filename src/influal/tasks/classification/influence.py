@@ -210,6 +210,10 @@ class LastLayerHessian:
     def full(self, vec: torch.Tensor) -> torch.Tensor:
         return self._products(vec[None])[0]
 
+    def skip_sample(self, generator: torch.Generator, batch_size: int) -> None:
+        """Advance ``generator`` as :meth:`sample` does (a LiSSA chain another rank runs)."""
+        torch.randperm(self.n, generator=generator)
+
     def sample(self, vec: torch.Tensor, generator: torch.Generator, batch_size: int) -> torch.Tensor:
         pick = torch.randperm(self.n, generator=generator)[:batch_size].to(self.features.device)
         return self._products(vec[None], pick)[0]

@@ -132,5 +132,7 @@ class ClassificationTask(Task):
         def prepare(x, gen):
             return augment(x, cfg.augment, gen)
 
+        # a strategy's objective (learning loss pairs a batch's items) is not a mean of per-item terms: under
+        # torch.distributed every rank then trains on whole batches (see train_sgd)
         return train_sgd(model, self, dataset, ids, cfg, generator, objective=objective, prepare=prepare, min_batch=2,
-                         progress=progress)
+                         progress=progress, data_parallel=loss_fn is None)

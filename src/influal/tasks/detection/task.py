@@ -123,7 +123,10 @@ class DetectionTask(Task):
         def objective(m, images, targets, epoch):
             return sum(m.train_losses(images, targets).values())
 
-        train_sgd(model, self, dataset, ids, cfg, generator, objective=objective, progress=progress)
+        # torchvision's detection losses are normalised by the batch's positive locations, not a mean over images: under
+        # torch.distributed every rank trains on whole batches, the model of one process (see train_sgd)
+        train_sgd(model, self, dataset, ids, cfg, generator, objective=objective, progress=progress,
+                  data_parallel=False)
         return self.ready(model)
 
     def ready(self, model: Detector) -> Detector:
