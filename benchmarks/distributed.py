@@ -83,7 +83,7 @@ def child(n: int, size: int) -> dict:
     return {"ranks": everyone, "selected": [int(i) for i in selection.ids]}
 
 
-def _train_worker(rank: int, world: int, init: str, mode: str, seed: int, out: str) -> None:
+def _train_worker(rank: int, world: int, init: str, mode: str, seed: int, out: str, epochs: int = 30) -> None:
     """Train the small CNN on 500 mnist5k digits (the demo recipe) on ``world`` ranks; ``mode`` "global" (influal's
     whole-batch BatchNorm statistics) or "per-rank" (each rank normalises its share alone); rank 0 writes the test
     accuracy and the flat weights."""
@@ -107,7 +107,9 @@ def _train_worker(rank: int, world: int, init: str, mode: str, seed: int, out: s
     ids = np.random.default_rng(seed).permutation(len(splits.pool))[:500]
     torch.manual_seed(seed)
     model = SmallCNN(10, 1)
-    task.train(model, splits.pool, ids, TrainConfig.preset("demo"), torch.Generator().manual_seed(seed))
+    recipe = TrainConfig.preset("demo")
+    recipe = recipe.replace(epochs=epochs, milestones=tuple(m for m in recipe.milestones if m <= epochs))
+    task.train(model, splits.pool, ids, recipe, torch.Generator().manual_seed(seed))
     if rank == 0:
         flat = torch.cat([p.detach().reshape(-1) for p in model.state_dict().values() if p.is_floating_point()])
         torch.save({"accuracy": task.evaluate(model, splits.test)["accuracy"], "flat": flat}, out)
@@ -115,28 +117,30 @@ def _train_worker(rank: int, world: int, init: str, mode: str, seed: int, out: s
         tdist.destroy_process_group()
 
 
-def batchnorm_comparison(seeds: int = 3) -> list[dict]:
-    """Test accuracy and weight distance to one process, for 2 ranks with whole-batch and per-rank statistics."""
+def batchnorm_comparison(seeds: int = 3, epochs: tuple[int, ...] = (1, 3, 30)) -> list[dict]:
+    """Test accuracy and weight distance to one process, for 2 ranks with whole-batch and per-rank BatchNorm
+    statistics, after 1, 3 and 30 epochs of the demo recipe (8 steps per epoch on 500 labels)."""
     import tempfile
 
     import torch.multiprocessing as mp
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(seeds):
-            one = Path(tmp) / f"one{seed}.pt"
-            _train_worker(0, 1, "", "global", seed, str(one))
-            base = torch.load(one)
-            row = {"seed": seed, "one_process": base["accuracy"]}
-            for mode in ("global", "per-rank"):
-                path = Path(tmp) / f"{mode}{seed}.pt"
-                mp.spawn(_train_worker, args=(2, f"file://{tmp}/rdzv-{mode}-{seed}", mode, seed, str(path)),
-                         nprocs=2, join=True)
-                got = torch.load(path)
-                row[mode] = got["accuracy"]
-                row[f"{mode}_weight_rel_diff"] = float((got["flat"] - base["flat"]).norm() / base["flat"].norm())
-            rows.append(row)
-            print(row, flush=True)
+        for n_epochs in epochs:
+            for seed in range(seeds):
+                one = Path(tmp) / f"one{seed}-{n_epochs}.pt"
+                _train_worker(0, 1, "", "global", seed, str(one), n_epochs)
+                base = torch.load(one)
+                row = {"epochs": n_epochs, "seed": seed, "one_process": base["accuracy"]}
+                for mode in ("global", "per-rank"):
+                    path = Path(tmp) / f"{mode}{seed}-{n_epochs}.pt"
+                    mp.spawn(_train_worker, args=(2, f"file://{tmp}/rdzv-{mode}-{seed}-{n_epochs}", mode, seed,
+                                                  str(path), n_epochs), nprocs=2, join=True)
+                    got = torch.load(path)
+                    row[mode] = got["accuracy"]
+                    row[f"{mode}_weight_rel_diff"] = float((got["flat"] - base["flat"]).norm() / base["flat"].norm())
+                rows.append(row)
+                print(row, flush=True)
     return rows
 
 
