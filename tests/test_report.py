@@ -115,3 +115,34 @@ def test_influal_report_regenerates_everything_from_metrics_csv(results, capsys)
     # the default target is random's final mean
     assert main(["report", str(results)]) == 0
     assert "| isal | 250 | +16.7% |" in (results / "report.md").read_text()
+
+
+def test_the_round_report_rereads_only_changed_states_and_writes_what_write_reports_writes(tmp_path, monkeypatch):
+    """After each round the run's report re-reads only the state that changed (by size and mtime), and its
+    metrics.csv and report.md are those write_reports makes from every state."""
+    import influal.report as report
+    from influal import ExperimentConfig, run_experiment
+    from influal.report import RoundReport, write_reports
+    from influal.settings import TrainConfig
+
+    config = ExperimentConfig(strategies=("random", "margin"), initial=20, budget=10, rounds=3, seeds=2,
+                              val_size=40, test_size=80, device="cpu", train=TrainConfig.preset("fast").replace(epochs=1))
+    out = tmp_path / "out"
+    run_experiment(config, out)
+    reads = []
+    real = report._state_rows
+    monkeypatch.setattr(report, "_state_rows", lambda path, *a: reads.append(path.parent.parent.name + path.parent.name)
+                        or real(path, *a))
+    live = RoundReport(out)
+    text = live.write()
+    assert len(reads) == 4  # every state once, at the first call
+    csv_bytes = (out / "metrics.csv").read_bytes()
+    assert live.write() == text and len(reads) == 4  # nothing changed: nothing re-read
+    state = out / "runs" / "margin" / "seed1" / "state.json"
+    state.write_bytes(state.read_bytes())  # a new mtime, as a round's save gives
+    import os
+
+    os.utime(state, ns=(state.stat().st_atime_ns, state.stat().st_mtime_ns + 1_000_000))
+    live.write()
+    assert reads[4:] == ["marginseed1"]
+    assert write_reports(out, plots=False) == text and (out / "metrics.csv").read_bytes() == csv_bytes

@@ -9,14 +9,21 @@ from ..core import dist
 from ..loop.config import ExperimentConfig
 from ..loop.experiment import Experiment, Log, ModelFactory
 from ..loop.state import ActiveState
-from ..report import write_reports
+from ..report import RoundReport, write_reports
 
 
 def run_prepared(experiment: Experiment, *, progress: bool = False, log: Log | None = None
                  ) -> dict[tuple[str, int], ActiveState]:
     """Run a prepared experiment; metrics.csv and report.md after every round, curves.png at the end."""
     out = experiment.out
-    states = experiment.run(progress=progress, log=log, on_round=lambda _e: write_reports(out, plots=False))
+    report = []  # made at the first round: config.json is written when the run starts
+
+    def on_round(_experiment) -> None:
+        if not report:
+            report.append(RoundReport(out))
+        report[0].write(plots=False)
+
+    states = experiment.run(progress=progress, log=log, on_round=on_round)
     if dist.is_main():  # under torch.distributed rank 0 alone writes the reports
         write_reports(out)
     return states

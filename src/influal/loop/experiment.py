@@ -180,15 +180,17 @@ class Experiment:
         while state.next_round < cfg.rounds and not (state.rounds and self.reached_target(state.rounds[-1].metrics)):
             record = self.run_round(strategy, state, progress=progress)
             state.add_round(record)
+            t0 = time.perf_counter()
             if dist.is_main():
                 state.save(path)
             fault_point("after a round")
             if on_round is not None:
                 on_round(self)
+            overhead = time.perf_counter() - t0
             metric = record.metrics.get(self.task.metric_name, float("nan"))
             log(f"{strategy_name:>10} seed {seed} round {record.round}: {record.labeled} labeled, "
                 f"{self.task.metric_name} {metric:.4f} (train {record.timings['train_s']:.1f}s, "
-                f"select {record.timings.get('select_s', 0.0):.1f}s)")
+                f"select {record.timings.get('select_s', 0.0):.1f}s, state and report {overhead:.2f}s)")
         return state
 
     def saved_state(self, strategy: str, seed: int) -> ActiveState | None:

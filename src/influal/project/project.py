@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import os
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ from ..core.errors import ConfigError, DataError, StateError
 from ..core.io import clean_temporary, fsync_dir
 from ..core.lock import FolderLock
 from ..tasks import get_task
-from .catalog import scan
+from .catalog import file_hash, scan
 from .exports import LOCAL_FILES
 from .formats import Catalog, class_names_in, read_entries
 from .merge import ImportOptions, apply_plan, plan_import
@@ -142,7 +141,7 @@ class Project:
             plan = plan_import(entries, state, str(f), ImportOptions(allow_unrequested=True, split=split,
                                                                      allow_empty=allow_empty),
                                round_index=0, empty_answer=schema.empty_answer)
-            state = apply_plan(state, plan, {"file": str(f), "hash": _digest(Path(f)), "merged": len(plan.merged),
+            state = apply_plan(state, plan, {"file": str(f), "hash": file_hash(Path(f)), "merged": len(plan.merged),
                                              "split": split, "when": _now()})
         settings = schema.image_settings(images, found.records)
         meta = {"format": FORMAT, "version": VERSION, "task": task, "images_root": str(images.resolve()),
@@ -246,7 +245,7 @@ class Project:
             options = ImportOptions(allow_unrequested, partial, allow_empty, split, only_requested)
             plan = plan_import(entries, self.labels, str(file), options, round_index=None,
                                empty_answer=self.schema.empty_answer)
-            merged = apply_plan(self.labels, plan, {"file": str(file), "format": kind, "hash": _digest(file),
+            merged = apply_plan(self.labels, plan, {"file": str(file), "format": kind, "hash": file_hash(file),
                                                     "merged": len(plan.merged), "when": _now()})
             if plan.merged:
                 self.store.write_labels(merged)
@@ -263,10 +262,6 @@ class Project:
         from .status import project_status
 
         return project_status(self, plot=plot)
-
-
-def _digest(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
 
 
 def _now() -> str:

@@ -9,7 +9,6 @@ changed), the unfinished round starts again.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -30,6 +29,7 @@ from ..core.seeding import derive_seed
 from ..core.torch_utils import resolve_device
 from ..settings import Settings, TrainConfig
 from ..strategies import make_strategy
+from .catalog import file_hash
 from .exports import BatchItem, write_batch
 from .sheet import contact_sheet
 
@@ -57,14 +57,6 @@ class QueryRequest:
 
 
 DEFAULT_VAL_SHARE = 0.2
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_weights(model: torch.nn.Module, path: Path, log: Log) -> None:
@@ -162,7 +154,7 @@ class QueryRound:
             "round": self.round, "strategy": req.strategy, "strategy_settings": self.strategy.settings(),
             "budget": req.budget, "val_reserved": self.n_val, "model": model_name,
             "weights": None if req.weights is None else {"path": str(req.weights),
-                                                         "hash": _file_digest(Path(req.weights))},
+                                                         "hash": file_hash(Path(req.weights))},
             "train": None if self.train is None else self.train.to_dict(), "task_settings": task_settings.to_dict(),
             "seed": p.seed, "labels": labels.fingerprint(), "images": len(p.records),
             "pending_before": sorted(earlier),

@@ -25,12 +25,8 @@ from ..tasks import get_task
 BASE_COLUMNS = ["strategy", "seed", "round", "labeled", "cost"]
 
 
-def collect_rows(out: Path) -> list[dict]:
-    """One row per (strategy, seed, round) from the state files of the experiment in ``out/config.json``.
-
-    Only the states that belong to it are read (its strategies and seeds, at their own paths), each checked
-    (checksum, strategy, seed, experiment, replay); stray files elsewhere under ``runs/`` are ignored.
-    """
+def _experiment(out: Path) -> tuple[ExperimentConfig, int | None]:
+    """The experiment in ``out/config.json`` and its recorded pool size."""
     config_path = out / "config.json"
     try:
         saved = read_json(config_path)
@@ -40,22 +36,67 @@ def collect_rows(out: Path) -> list[dict]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise StateError(f"{config_path} is not a readable influal config ({type(exc).__name__}: {exc})") from None
     recorded = saved.get("provenance", {}).get("data", {}) if isinstance(saved.get("provenance"), dict) else {}
+    return config, recorded.get("pool") if isinstance(recorded.get("pool"), int) else None
+
+
+def _state_rows(path: Path, config: ExperimentConfig, strategy: str, seed: int, pool: int | None) -> list[dict]:
+    state = load_state(path, strategy=strategy, seed=seed, experiment=config.experiment_id(strategy),
+                       pool_size=pool, initial=config.initial, budget=config.budget, rounds=config.rounds)
     rows = []
-    for strategy in config.strategies:
-        for seed in config.seed_list:
-            path = state_path(out, strategy, seed)
-            if not path.exists():
-                continue
-            pool = recorded.get("pool") if isinstance(recorded.get("pool"), int) else None
-            state = load_state(path, strategy=strategy, seed=seed, experiment=config.experiment_id(strategy),
-                               pool_size=pool, initial=config.initial, budget=config.budget, rounds=config.rounds)
-            for rec in state.rounds:
-                row = {"strategy": strategy, "seed": seed, "round": rec.round, "labeled": rec.labeled,
-                       "cost": rec.cost}
-                row.update(rec.metrics)
-                row.update(rec.timings)
-                rows.append(row)
+    for rec in state.rounds:
+        row = {"strategy": strategy, "seed": seed, "round": rec.round, "labeled": rec.labeled, "cost": rec.cost}
+        row.update(rec.metrics)
+        row.update(rec.timings)
+        rows.append(row)
     return rows
+
+
+def collect_rows(out: Path) -> list[dict]:
+    """One row per (strategy, seed, round) from the state files of the experiment in ``out/config.json``.
+
+    Only the states that belong to it are read (its strategies and seeds, at their own paths), each checked
+    (checksum, strategy, seed, experiment, replay); stray files elsewhere under ``runs/`` are ignored.
+    """
+    return RoundReport(out).rows()
+
+
+class RoundReport:
+    """metrics.csv and report.md kept up to date during a run: after each round it re-reads (and checks) only the
+    state files that changed since its last call (by size and modification time), so a round's report costs the
+    same at round 1 and at round 900 of a run; curves.png is drawn on request (at the end of a run)."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.config, self.pool = _experiment(self.out)
+        self._cache: dict[Path, tuple[tuple[int, int], list[dict]]] = {}
+
+    def rows(self) -> list[dict]:
+        rows = []
+        for strategy in self.config.strategies:
+            for seed in self.config.seed_list:
+                path = state_path(self.out, strategy, seed)
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                key = (stat.st_mtime_ns, stat.st_size)
+                cached = self._cache.get(path)
+                if cached is None or cached[0] != key:
+                    cached = (key, _state_rows(path, self.config, strategy, seed, self.pool))
+                    self._cache[path] = cached
+                rows.extend(cached[1])
+        return rows
+
+    def write(self, plots: bool = False) -> str:
+        rows = self.rows()
+        write_metrics_csv(rows, self.out / "metrics.csv")
+        style = ReportStyle.of(self.out)
+        text = report_markdown(rows, style.metric, None, "random", style)
+        atomic_write_text(self.out / "report.md", text)
+        if plots and rows:
+            plot_curves(summarize(rows, style.metric), style.metric, self.out / "curves.png", xlabel=style.unit,
+                        scale=style.scale)
+        return text
 
 
 def write_metrics_csv(rows: list[dict], path: Path) -> None:
