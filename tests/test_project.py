@@ -234,3 +234,18 @@ def test_the_pool_is_streamed_from_disk(labeled, tmp_path):
     x, y = dataset.get_batch(np.arange(5))
     assert tuple(x.shape) == (5, 1, 28, 28) and (y[:5] >= -1).all()
     assert not any(isinstance(v, np.ndarray) and v.size >= 120 * 28 * 28 for v in vars(dataset).values())
+
+
+def test_commands_reread_the_project_under_its_lock_so_nothing_is_lost(images, tmp_path):
+    """Two Project objects on one folder (two terminals): an import through one is not undone by a query or an
+    import through the other, which read the project before it."""
+    root, truth = images
+    path = tmp_path / "p"
+    Project.init(path, task="classification", images=root, classes=CLASSES)
+    first, second = Project(path), Project(path)
+    first.query("random", budget=10)
+    second.import_labels(answer_csv(tmp_path / "a.csv", batch_rows(Project(path), 1), truth))  # read before the query
+    first.query("random", budget=10, val_share=0.0)  # its labels were read before the import
+    on_disk = Project(path)
+    assert len(on_disk.labels.labels) == 10 and len(on_disk.labels.pending) == 10
+    assert not set(on_disk.labels.pending) & set(on_disk.labels.labels)

@@ -85,6 +85,10 @@ class Project:
         self.seed = int(meta.get("seed", 0))
         self.image_url = meta.get("label_studio", {}).get("image_url", LOCAL_FILES)
         self.document_prefix = meta.get("label_studio", {}).get("document_prefix", ".")
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the image catalog and the labels again (commands call it once they hold the project's lock)."""
         self.records, self.rejected = self.store.read_images()
         self.labels = self.store.read_labels(len(self.records))
 
@@ -181,6 +185,7 @@ class Project:
             raise ConfigError(f"{under} is not under the project's image folder {self.root}; move the images there "
                               "(image ids are paths relative to it)") from None
         with FolderLock(self.path, log):
+            self.reload()  # what another command changed since this object read the project
             known = {r.path: r for r in self.records}
             found = scan(self.root, known, skip=[self.path], progress=progress, under=under)
             if found.changed:
@@ -214,12 +219,16 @@ class Project:
         log = log or _quiet
         request = QueryRequest(strategy=strategy, budget=budget, **options)
         work = QueryRound(self, request, progress=progress and dist.is_main(), log=log if dist.is_main() else None)
-        work.prepare()
-        dist.barrier()  # every rank has read the project before rank 0 takes its lock
+        # The lock is held from the checks on (they read the labels; an import must not slip in between): a refusal
+        # releases it and leaves the project's files as they were.
         with FolderLock(self.path, log) if dist.is_main() else contextlib.nullcontext():
+            dist.barrier()  # rank 0 holds the lock before any rank reads the project
+            self.reload()
+            work.prepare()
             if dist.is_main():
                 clean_temporary([self.path])
             record = work.run()
+            dist.barrier()
         return record
 
     def mark_pending(self, splits: dict[int, str], round_index: int) -> None:
@@ -241,6 +250,7 @@ class Project:
             raise ConfigError(f"--split must be train or val, got {split!r}")
         file = Path(file)
         with FolderLock(self.path, log):
+            self.reload()
             kind, entries = read_entries(file, self.schema, self.catalog(), self.classes)
             options = ImportOptions(allow_unrequested, partial, allow_empty, split, only_requested)
             plan = plan_import(entries, self.labels, str(file), options, round_index=None,
