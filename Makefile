@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean labelstudio
+.PHONY: demo test bench venv clean labelstudio bench-peers test-peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,34 @@ demo: $(STAMP)
 test: $(STAMP) labelstudio
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+	@# the peers benchmark's harness tests, where `make bench-peers` built its environment
+	@if [ -x $(PEERS_VENV)/bin/python ] && $(PEERS_VENV)/bin/python -c "import kronfluence" 2>/dev/null; then \
+		$(PEERS_VENV)/bin/python -m pytest tests/test_peers_harness.py -p no:cacheprovider -o addopts="" -q; fi
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
 
 clean:
 	rm -rf results/demo .pytest_cache
+
+# The influence libraries side by side (benchmarks/peers.py, issue 15): kronfluence, dattri, captum (pyDVL does
+# not import with numpy 2: see the benchmark) in their own .venv-peers, with torch pinned by
+# benchmarks/peers-constraints.txt so that pip never replaces it. PEERS_ARGS picks a subset, e.g.
+# `make bench-peers PEERS_ARGS="--models cnn --pools 4000 --scopes last --repeats 3"`.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+PEERS_ARGS ?=
+
+$(PEERS_STAMP): pyproject.toml benchmarks/peers-constraints.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PEERS_VENV)/bin/pip install --quiet -e '.[peers]' -c benchmarks/peers-constraints.txt
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+	$(PEERS_VENV)/bin/python -m benchmarks.peers $(PEERS_ARGS)
+
+# The harness's own tests (tests/test_peers_harness.py; they skip in the main .venv).
+test-peers: $(PEERS_STAMP)
+	$(PEERS_VENV)/bin/python -m pytest tests/test_peers_harness.py -p no:cacheprovider -o addopts="" -q
