@@ -142,19 +142,10 @@ class Problem:
 
 
 def _mnist_images(n: int):
-    """n digits of the offline MNIST subset, validation split first (the reference set), then pool and test,
-    repeated with a one-pixel shift per copy where n > 5000 (as influal.bench.engine._mnist_pool)."""
-    from influal.tasks.classification import TensorImageDataset
-    from influal.tasks.classification.datasets.mnist import load_mnist5k
+    """n digits of the offline MNIST subset, validation split first (the reference set), then pool and test."""
+    from influal.bench.engine import _mnist_pool
 
-    splits = load_mnist5k()
-    images = torch.cat([splits.val.images, splits.pool.images, splits.test.images])
-    labels = torch.cat([splits.val.labels, splits.pool.labels, splits.test.labels])
-    reps = math.ceil(n / len(images))
-    if reps > 1:
-        images = torch.cat([torch.roll(images, shifts=k, dims=3) for k in range(reps)])
-        labels = labels.repeat(reps)
-    return TensorImageDataset(images[:n], labels[:n], (33.3,), (78.6,))
+    return _mnist_pool(n, order=("val", "pool", "test"))
 
 
 def build_problem(model_name: str, pool: int, labeled: int = 1000, reference: int = 500, seed: int = 0) -> Problem:

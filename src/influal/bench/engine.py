@@ -29,11 +29,11 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _mnist_pool(n: int) -> TensorImageDataset:
-    """n real digits (the offline subset, repeated with a shift if n > 5000)."""
+def _mnist_pool(n: int, order: tuple[str, ...] = ("pool", "val", "test")) -> TensorImageDataset:
+    """n real digits (the offline subset's splits in ``order``, repeated with a one-pixel shift per copy if n > 5000)."""
     splits = load_mnist5k()
-    images = torch.cat([splits.pool.images, splits.val.images, splits.test.images])
-    labels = torch.cat([splits.pool.labels, splits.val.labels, splits.test.labels])
+    images = torch.cat([getattr(splits, part).images for part in order])
+    labels = torch.cat([getattr(splits, part).labels for part in order])
     reps = math.ceil(n / len(images))
     if reps > 1:
         images = torch.cat([torch.roll(images, shifts=k, dims=3) for k in range(reps)])

@@ -55,7 +55,7 @@ def init_from_env(device: str = "auto") -> str:
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed; run influal as one process")
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda") or device.startswith("cuda")
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda and device in ("auto", "cuda"):
         device = f"cuda:{local}"
     if not dist.is_initialized():

@@ -52,7 +52,7 @@ class ClassificationLabels(LabelSchema):
         size = common_size(records)
         mean, std = image_stats(root, paths, channels, size)
         return {"image_size": size, "channels": channels, "mean": [round(float(m), 4) for m in mean],
-                "std": [round(max(float(s), 1e-3), 4) for s in std]}
+                "std": [round(float(s), 4) for s in std]}  # image_stats floors the std at 1
 
     def input_shape(self, images: ImageCollection, classes: Sequence[str]) -> tuple[int, int, int]:
         return len(classes), int(images.settings["channels"]), int(images.settings["image_size"])
