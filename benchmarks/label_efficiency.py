@@ -24,6 +24,7 @@ import torch
 
 from benchmarks.common import invocation, run_timed
 from benchmarks.common import update_docs as _update_docs
+from influal.cli import _option as parse_option
 from influal.core.io import atomic_write_json
 from influal.loop.presets import get_preset
 from influal.report import (
@@ -61,6 +62,8 @@ def parse_args(argv):
     p.add_argument("--no-docs", action="store_true", help="do not touch the docs")
     p.add_argument("--compare", nargs="+", metavar="DIR", default=None,
                    help="only analyse: BASE [NAME=DIR ...] pairs the ISAL runs of each DIR with BASE's baselines")
+    p.add_argument("--strategy-option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="a strategy's own setting (value as JSON, else a string), as influal run's flag")
     for flag in INFLUENCE_FLAGS:
         kind = str if flag in ("scope", "solver") else (float if flag in ("damping", "scale") else int)
         p.add_argument("--" + flag.replace("_", "-"), type=kind, default=None, help="ISAL influence setting")
@@ -76,8 +79,12 @@ def build_config(args):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     influence = {k: getattr(args, k) for k in INFLUENCE_FLAGS if getattr(args, k) is not None}
-    if influence:
-        overrides["strategy_settings"] = {"isal": influence}
+    settings = {"isal": influence} if influence else {}
+    for option in args.strategy_option:
+        name, key, value = parse_option(option)
+        settings.setdefault(name, {})[key] = value
+    if settings:
+        overrides["strategy_settings"] = settings
     return preset.config(device="cpu", **overrides)
 
 

@@ -99,6 +99,11 @@ class InfluenceHooks:
         """g_i·s for every sample of a batch [n] (``targets=None``: the pseudo-targets), or None."""
         return None
 
+    def per_sample_grads(self, model: nn.Module, inputs: Any, targets: Any, scope: Any) -> torch.Tensor | None:
+        """Every sample's flat gradient on ``scope`` [n, scope.numel] (``targets=None``: the pseudo-targets), or
+        None for the engine's generic path (one backward per sample)."""
+        return None
+
     def hessian(self, model: nn.Module, dataset: Dataset, ids: np.ndarray, scope: Any, batch_size: int):
         """An operator with ``full(v)``, ``sample(v, generator, batch_size)`` and ``dense()`` for the mean
         labeled loss on ``scope``, cheaper than double backward, or None."""

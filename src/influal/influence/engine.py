@@ -35,12 +35,11 @@ from ..core.faults import fault_point
 from ..core.progress import progress_bar
 from ..core.torch_utils import eval_mode
 from ..settings import InfluenceConfig
-from .grads import choose_method, per_sample_dot, reference_gradient
+from .grads import choose_method, per_sample_dot, per_sample_grads, reference_gradient
 from .hvp import HessianOperator, ShardedHessian
 from .layout import channels_last, wants_channels_last
 from .params import ParamScope
 from .solvers import SolveResult, make_solver
-
 
 #: the solve's info copied into the round's selection summary (where the solver reports them)
 SUMMARY_KEYS = ("iterations", "final_residual", "estimated_error", "converged", "diverged", "depth_capped",
@@ -185,6 +184,24 @@ class InfluenceEngine:
                 out[filled:filled + len(dots)] = dots.cpu().numpy()
                 filled += len(dots)
         return dist.gather_rows(out, count)
+
+    def gradients(self, dataset, ids, *, targets: str = "pseudo", progress: bool = False) -> torch.Tensor:
+        """Every item's flat gradient on the scope [len(ids), d] (float32 on the CPU), at the model's ``pseudo``
+        labels or the ``true`` ones: the task's closed form where it has one, else one backward per item. Memory
+        is len(ids) x d floats: for small scopes (a classifier's last layer)."""
+        out = torch.empty((len(ids), self.scope.numel), dtype=torch.float32)
+        filled = 0
+        fuse = self.hooks is not None and self.hooks.fuses_pseudo_targets
+        with self._pass():
+            batches = self.task.batches(dataset, np.asarray(ids), self.cfg.batch_size)
+            total = -(-len(ids) // self.cfg.batch_size)
+            for _, x, y in progress_bar(batches, total=total, desc="gradients", enabled=progress):
+                if targets == "pseudo":
+                    y = None if fuse else self.task.pseudo_targets(self.model, x)
+                rows = per_sample_grads(self.model, self.task, x, y, self.scope, self.hooks)
+                out[filled:filled + len(rows)] = rows.float().cpu()
+                filled += len(rows)
+        return out
 
     def run(self, pool, labeled_ids, unlabeled_ids, reference, reference_ids, generator: torch.Generator,
             progress: bool = False) -> InfluenceResult:

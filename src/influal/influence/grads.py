@@ -57,6 +57,18 @@ def gs_loop(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) ->
     return torch.stack(out).detach()
 
 
+def per_sample_grads(model: nn.Module, task, x, y, scope: ParamScope, hooks=None) -> torch.Tensor:
+    """Every sample's flat gradient on the scope [n, d]: the task's own form where it has one, else one backward
+    per sample (exact for any model; what the batch-aware strategies materialise for a small scope)."""
+    if hooks is not None:
+        grads = hooks.per_sample_grads(model, x, y, scope)
+        if grads is not None:
+            return grads.detach()
+    if y is None:
+        y = task.pseudo_targets(model, x)
+    return torch.stack([scope.grad(task.loss(model, x[i:i + 1], y[i:i + 1]).sum()) for i in range(len(y))]).detach()
+
+
 def gs_jvp(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
     """Forward-mode: d/dε l_i(θ + ε s) for every i in one pass."""
     from torch.func import jvp

@@ -132,6 +132,18 @@ class ClassificationInfluence(InfluenceHooks):
         grad, _ = self.logit_grad(logits, y)
         return (grad * proj).sum(1)
 
+    def per_sample_grads(self, model, inputs, targets, scope):
+        """On the last linear layer g_i = (∂l_i/∂z) ⊗ [f_i; 1], laid out as the scope (weight row-major, then bias)."""
+        if not self.is_final(model, scope):
+            return None
+        prefix, _ = last_linear(model)
+        name = f"{prefix}." if prefix else ""
+        with torch.no_grad():
+            feats, logits = forward_with_features(model, inputs)
+            grad, _ = self.logit_grad(logits, targets)
+            parts = {f"{name}weight": (grad[:, :, None] * feats[:, None, :]).flatten(1), f"{name}bias": grad}
+            return torch.cat([parts[n] for n in scope.names], dim=1)
+
     def jvp_logits(self, model: nn.Module, x, y, scope, s: torch.Tensor) -> torch.Tensor:
         """Forward mode: one JVP of the logits gives the pseudo-label and every g_i·s = (∂l_i/∂z) · J_i s."""
         from torch.func import jvp

@@ -1,0 +1,142 @@
+"""isal_batch end to end on a small classifier: its gradients, its Hessian's scale and its greedy against an
+independent brute-force computation with autograd."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import blob_splits
+
+from influal.api import SelectionContext
+from influal.core.errors import ConfigError
+from influal.influence import InfluenceEngine, ParamScope
+from influal.influence.grads import per_sample_grads
+from influal.influence.greedy import batch_value
+from influal.settings import InfluenceConfig, TrainConfig
+from influal.strategies import make_strategy
+from influal.tasks.classification import ClassificationTask, SmallCNN
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    splits = blob_splits(pool=60, val=20, test=4, size=8, seed=3)
+    task = ClassificationTask(3, eval_batch_size=16)
+    model = SmallCNN(3, 1, width=4, hidden=6)
+    labeled = np.arange(15)
+    task.train(model, splits.pool, labeled, TrainConfig(epochs=3, lr=0.05, batch_size=8, milestones=()),
+               torch.Generator().manual_seed(0))
+    return task, model.eval(), splits, labeled
+
+
+def _autograd_rows(task, model, scope, dataset, ids, targets=None):
+    rows = []
+    for i in ids:
+        _, x, y = next(iter(task.batches(dataset, [int(i)], 1)))
+        y = model(x).argmax(1) if targets is None else y
+        rows.append(scope.grad(task.loss(model, x, y).sum()))
+    return torch.stack(rows).double()
+
+
+def test_closed_form_gradients_match_autograd_in_the_scope_layout(trained):
+    task, model, splits, _ = trained
+    scope = ParamScope(model, "last", task.influence_hooks())
+    _, x, _ = next(iter(task.batches(splits.pool, np.arange(20, 30), 10)))
+    closed = per_sample_grads(model, task, x, None, scope, task.influence_hooks())
+    generic = per_sample_grads(model, task, x, None, scope, hooks=None)  # one backward per sample
+    assert closed.shape == (10, scope.numel)
+    assert torch.allclose(closed, generic, atol=1e-6)
+
+
+def test_selection_is_the_brute_force_greedy_on_an_independent_hessian(trained):
+    task, model, splits, labeled = trained
+    unlabeled = np.arange(15, 60)
+    damping = 0.05
+    strategy = make_strategy("isal_batch", objective="linear", damping=damping, candidates=None)
+    ctx = SelectionContext(model=model, task=task, pool=splits.pool, labeled_ids=labeled, unlabeled_ids=unlabeled,
+                           reference=splits.val)
+    picked = strategy.select(ctx, 4)
+
+    # independent: H of the summed labeled loss by autograd.functional.hessian, v and g by per-sample autograd
+    scope = ParamScope(model, "last", task.influence_hooks())
+    theta = scope.values().detach().clone()
+    _, xl, yl = next(iter(task.batches(splits.pool, labeled, len(labeled))))
+
+    def summed_loss(flat):
+        W, b = scope.unflatten(flat)
+        params = dict(zip(scope.names, (W, b)))
+        logits = torch.func.functional_call(model, {**dict(model.named_parameters()), **params}, (xl,))
+        return torch.nn.functional.cross_entropy(logits, yl, reduction="sum")
+
+    H = torch.autograd.functional.hessian(summed_loss, theta).double()
+    A = H + len(labeled) * damping * torch.eye(len(theta), dtype=torch.float64)
+    v = _autograd_rows(task, model, scope, splits.val, np.arange(len(splits.val)), targets="true").sum(0)
+    G = _autograd_rows(task, model, scope, splits.pool, unlabeled)
+    chosen: list[int] = []
+    for _ in range(4):
+        base = batch_value(A, G, v, chosen)
+        gains = {j: batch_value(A, G, v, chosen + [j]) - base for j in range(len(G)) if j not in chosen}
+        chosen.append(max(gains, key=gains.get))
+    assert picked.ids.tolist() == unlabeled[chosen].tolist()
+    assert picked.info["batch_value"] == pytest.approx(batch_value(A, G, v, chosen), rel=1e-4)
+    singles = np.array([batch_value(A, G, v, [j]) for j in range(len(G))])
+    assert np.allclose(-picked.scores, singles, rtol=1e-4, atol=1e-8)
+
+
+def test_the_lookahead_selection_is_the_brute_force_one_on_the_reference_logits(trained):
+    task, model, splits, labeled = trained
+    unlabeled = np.arange(15, 60)
+    damping = 0.05
+    ctx = SelectionContext(model=model, task=task, pool=splits.pool, labeled_ids=labeled, unlabeled_ids=unlabeled,
+                           reference=splits.val)
+    picked = make_strategy("isal_batch", damping=damping, candidates=None).select(ctx, 3)
+
+    scope = ParamScope(model, "last", task.influence_hooks())
+    theta = scope.values().detach().clone()
+    _, xl, yl = next(iter(task.batches(splits.pool, labeled, len(labeled))))
+    _, xr, yr = next(iter(task.batches(splits.val, np.arange(len(splits.val)), len(splits.val))))
+
+    def loss_at(flat, x, y):
+        params = {**dict(model.named_parameters()), **scope.as_dict(flat)}
+        logits = torch.func.functional_call(model, params, (x,))
+        return torch.nn.functional.cross_entropy(logits.double(), y, reduction="sum")
+
+    A = torch.autograd.functional.hessian(lambda f: loss_at(f, xl, yl), theta).double()
+    A += len(labeled) * damping * torch.eye(len(theta), dtype=torch.float64)
+    G = _autograd_rows(task, model, scope, splits.pool, unlabeled)
+
+    def after(rows):  # the reference loss at θ - (A + Σ g gᵀ)⁻¹ Σ g, evaluated by the model itself
+        Gs = G[rows]
+        step = torch.linalg.solve(A + Gs.T @ Gs, Gs.sum(0))
+        with torch.no_grad():
+            return float(loss_at((theta.double() - step).float(), xr, yr))
+
+    chosen: list[int] = []
+    for _ in range(3):
+        values = {j: after(chosen + [j]) for j in range(len(G)) if j not in chosen}
+        chosen.append(min(values, key=values.get))
+    assert picked.ids.tolist() == unlabeled[chosen].tolist()
+    base = float(loss_at(theta, xr, yr).detach())
+    assert picked.info["batch_value"] == pytest.approx(base - after(chosen), rel=1e-3)
+
+
+def test_a_scope_too_large_for_a_dense_hessian_is_refused_at_start(trained):
+    task, model, _, _ = trained
+    with pytest.raises(ConfigError, match="max_params"):
+        make_strategy("isal_batch", scope="weights", max_params=10).check(task, model)
+    with pytest.raises(ConfigError, match="objective 'linear'"):
+        make_strategy("isal_batch", scope="weights").check(task, model)
+    make_strategy("isal_batch", objective="linear", scope="weights").check(task, model)
+    with pytest.raises(ConfigError, match="damping"):
+        make_strategy("isal_batch", damping=0)
+    with pytest.raises(ConfigError, match="candidates"):
+        make_strategy("isal_batch", candidates=0)
+
+
+def test_engine_gradients_are_the_rows_the_strategy_uses(trained):
+    task, model, splits, _ = trained
+    engine = InfluenceEngine(model, task, InfluenceConfig(scope="last", solver="exact"))
+    rows = engine.gradients(splits.pool, np.arange(5))
+    scope = ParamScope(model, "last", task.influence_hooks())
+    assert torch.allclose(rows.double(), _autograd_rows(task, model, scope, splits.pool, np.arange(5)), atol=1e-6)
