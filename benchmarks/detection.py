@@ -28,9 +28,10 @@ import torch
 
 from benchmarks.common import invocation, run_timed
 from benchmarks.common import update_docs as _update_docs
+from influal.cli import _option as parse_option
 from influal.core.io import atomic_write_json
 from influal.core.stats import summarize
-from influal.loop.config import ExperimentConfig
+from influal.loop.config import ExperimentConfig, isal_family
 from influal.report import read_metrics_csv
 from influal.settings import InfluenceConfig, TrainConfig
 from influal.tasks.detection.report import box_table_markdown, boxes_saved, boxes_saved_markdown, boxes_to_reach
@@ -42,15 +43,15 @@ BEGIN, END = "<!-- detection:begin -->", "<!-- detection:end -->"
 STRATEGIES = ("isal", "random", "localization_stability", "det_coreset")
 
 
-def preset(data_root: str | None) -> ExperimentConfig:
+def preset(data_root: str | None, strategies=STRATEGIES, model: str = "fcos") -> ExperimentConfig:
     isal = InfluenceConfig(scope="weights", solver="lissa", damping=0.01, scale=1000.0, lissa_depth=100,
                            lissa_repeats=2, hvp_batch_size=4, batch_size=16)
     return ExperimentConfig(
-        task="detection", dataset="digit-canvas", model="fcos", data_root=data_root, strategies=STRATEGIES,
+        task="detection", dataset="digit-canvas", model=model, data_root=data_root, strategies=tuple(strategies),
         initial=60, budget=60, rounds=4, seeds=3, val_size=150, test_size=300, device="cpu",
         train=TrainConfig(epochs=12, lr=0.01, momentum=0.9, weight_decay=1e-4, batch_size=8, milestones=(9,),
                           augment="none", warmup_iters=20, grad_clip=10.0),
-        strategy_settings={"isal": isal.to_dict()},
+        strategy_settings={name: isal.to_dict() for name in strategies if isal_family(name)},
         task_settings=DetectionSettings(backbone="tiny", image_size=64, pool_size=600, score_threshold=0.1,
                                         batch_size=16))
 
@@ -61,6 +62,9 @@ def parse_args(argv):
     p.add_argument("--out", default=str(ROOT / "results" / "bench" / "detection"))
     p.add_argument("--data-root", default=None, help="digit-canvas folder (default: under $INFLUAL_DATA)")
     p.add_argument("--strategies", default=None, help=f"comma-separated; default {','.join(STRATEGIES)}")
+    p.add_argument("--model", default="fcos", help="detector family (fcos, faster_rcnn), tiny backbone")
+    p.add_argument("--strategy-option", action="append", default=[], metavar="NAME.KEY=VALUE",
+                   help="a strategy's own setting (value as JSON, else a string), as influal run's flag")
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: on a shared 2-core "
@@ -72,10 +76,15 @@ def parse_args(argv):
 
 
 def build_config(args) -> ExperimentConfig:
-    config = preset(args.data_root)
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip()) if args.strategies else STRATEGIES
+    config = preset(args.data_root, strategies, args.model)
     changes = {}
-    if args.strategies:
-        changes["strategies"] = tuple(s.strip() for s in args.strategies.split(",") if s.strip())
+    if args.strategy_option:
+        settings = {k: dict(v) for k, v in config.strategy_settings.items()}
+        for option in args.strategy_option:
+            name, key, value = parse_option(option)
+            settings.setdefault(name, {})[key] = value
+        changes["strategy_settings"] = settings
     for name in ("seeds", "rounds"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)

@@ -121,6 +121,44 @@ def test_the_lookahead_selection_is_the_brute_force_one_on_the_reference_logits(
     assert picked.info["batch_value"] == pytest.approx(base - after(chosen), rel=1e-3)
 
 
+def test_the_capped_selection_is_the_brute_force_one(trained):
+    task, model, splits, labeled = trained
+    unlabeled = np.arange(15, 60)
+    damping = 0.05
+    ctx = SelectionContext(model=model, task=task, pool=splits.pool, labeled_ids=labeled, unlabeled_ids=unlabeled,
+                           reference=splits.val)
+    picked = make_strategy("isal_batch", objective="capped", damping=damping, candidates=None).select(ctx, 4)
+
+    scope = ParamScope(model, "last", task.influence_hooks())
+    theta = scope.values().detach().clone()
+    _, xl, yl = next(iter(task.batches(splits.pool, labeled, len(labeled))))
+
+    def summed_loss(flat):
+        params = {**dict(model.named_parameters()), **scope.as_dict(flat)}
+        logits = torch.func.functional_call(model, params, (xl,))
+        return torch.nn.functional.cross_entropy(logits, yl, reduction="sum")
+
+    A = torch.autograd.functional.hessian(summed_loss, theta).double()
+    A += len(labeled) * damping * torch.eye(len(theta), dtype=torch.float64)
+    ref = np.arange(len(splits.val))
+    R = _autograd_rows(task, model, scope, splits.val, ref, targets="true")
+    G = _autograd_rows(task, model, scope, splits.pool, unlabeled)
+    D = G @ torch.linalg.solve(A, R.T)
+    _, xr, yr = next(iter(task.batches(splits.val, ref, len(ref))))
+    with torch.no_grad():
+        caps = task.loss(model, xr, yr).double()
+
+    def value(rows):
+        return float(torch.minimum(D[rows].sum(0), caps).sum()) if rows else 0.0
+
+    chosen: list[int] = []
+    for _ in range(4):
+        gains = {j: value(chosen + [j]) for j in range(len(G)) if j not in chosen}
+        chosen.append(max(gains, key=gains.get))
+    assert picked.ids.tolist() == unlabeled[chosen].tolist()
+    assert picked.info["batch_value"] == pytest.approx(value(chosen), rel=1e-4)
+
+
 def test_a_scope_too_large_for_a_dense_hessian_is_refused_at_start(trained):
     task, model, _, _ = trained
     with pytest.raises(ConfigError, match="max_params"):

@@ -29,6 +29,7 @@ BUDGET = 3
 # quick settings so the suite stays fast; each strategy's defaults are exercised in its own tests
 QUICK = {
     "isal": {"lissa_depth": 4, "lissa_repeats": 1, "scale": 100.0, "batch_size": 8},
+    "isal_diverse": {"lissa_depth": 4, "lissa_repeats": 1, "scale": 100.0, "batch_size": 8},
     "bald": {"samples": 3},
     "localization_stability": {"noise_levels": [0.2]},
     "det_learning_loss": {"epochs": 3},

@@ -77,6 +77,11 @@ PRESETS: dict[str, Preset] = {
                             dict(dataset="mnist5k", model="cnn", strategies=BENCH_STRATEGIES, initial=100,
                                  budget=100, rounds=8, seeds=3, train=TRAIN_PRESETS["demo"],
                                  strategy_settings={"isal": BENCH_INFLUENCE.to_dict()})),
+    "mnist5k-low": Preset("mnist5k-low", "offline low-budget benchmark on the MNIST subset: as mnist5k-bench with 40 "
+                          "random + 40 per round, 8 rounds (40..320 labels), 5 seeds",
+                          dict(dataset="mnist5k", model="cnn", strategies=BENCH_STRATEGIES, initial=40, budget=40,
+                               rounds=8, seeds=5, train=TRAIN_PRESETS["demo"],
+                               strategy_settings={"isal": BENCH_INFLUENCE.to_dict()})),
 }
 
 

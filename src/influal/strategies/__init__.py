@@ -17,13 +17,14 @@ from .bald import BALDStrategy
 from .coreset import CoresetStrategy
 from .isal import ISALStrategy
 from .isal_batch import BatchISALStrategy
+from .isal_diverse import DiverseISALStrategy
 from .learning_loss import LearningLossStrategy
 from .random import RandomStrategy
 from .uncertainty import EntropyStrategy, LeastConfidenceStrategy, MarginStrategy
 
 STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy", entry_point_group="influal.strategies")
 
-for _cls in (RandomStrategy, ISALStrategy, BatchISALStrategy, EntropyStrategy, MarginStrategy, LeastConfidenceStrategy, BALDStrategy,
+for _cls in (RandomStrategy, ISALStrategy, BatchISALStrategy, DiverseISALStrategy, EntropyStrategy, MarginStrategy, LeastConfidenceStrategy, BALDStrategy,
              BADGEStrategy, LearningLossStrategy):
     STRATEGIES.register(_cls.name, _cls)
 # det_coreset: the name detection runs used before core-set served every task through task.features
@@ -46,6 +47,6 @@ def make_strategy(name: str, **settings: Any) -> Strategy:
                           ) from None
 
 
-__all__ = ["STRATEGIES", "BADGEStrategy", "BALDStrategy", "BatchISALStrategy", "CoresetStrategy", "EntropyStrategy", "ISALStrategy",
+__all__ = ["STRATEGIES", "BADGEStrategy", "BALDStrategy", "BatchISALStrategy", "DiverseISALStrategy", "CoresetStrategy", "EntropyStrategy", "ISALStrategy",
            "LearningLossStrategy", "LeastConfidenceStrategy", "MarginStrategy", "RandomStrategy", "Selection",
            "SelectionContext", "Strategy", "check_budget", "make_strategy", "register_strategy", "take_lowest"]

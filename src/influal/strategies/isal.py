@@ -58,6 +58,15 @@ class ISALStrategy(Strategy):
 
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
         check_budget(ctx, budget)
+        result = self.influence(ctx)
+        chosen = take_lowest(result.ids, result.scores, budget)
+        info = result.summary()
+        info.update({k: round(v, 4) for k, v in result.timings.items()})
+        return Selection(chosen, result.scores, info)
+
+    def influence(self, ctx: SelectionContext):
+        """Every candidate's influence score (an :class:`~influal.influence.engine.InfluenceResult`, also left in
+        ``ctx.extras["influence"]``)."""
         if ctx.reference is None or ctx.reference_ids is None or len(ctx.reference_ids) == 0:
             raise ConfigError("ISAL needs a reference set (a validation split); none was given")
         if len(ctx.labeled_ids) == 0:
@@ -70,8 +79,5 @@ class ISALStrategy(Strategy):
         engine = InfluenceEngine(ctx.model, ctx.task, cfg)
         result = engine.run(ctx.pool, ctx.labeled_ids, ctx.unlabeled_ids, ctx.reference, ref_ids, ctx.generator,
                             progress=ctx.progress)
-        chosen = take_lowest(result.ids, result.scores, budget)
-        info = result.summary()
-        info.update({k: round(v, 4) for k, v in result.timings.items()})
         ctx.extras["influence"] = result
-        return Selection(chosen, result.scores, info)
+        return result

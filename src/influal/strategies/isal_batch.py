@@ -24,7 +24,7 @@ import torch
 from ..api import CLASSIFIER_HEAD, REFERENCE_SET, Selection, SelectionContext, Strategy, check_budget
 from ..core.errors import ConfigError, SolverError
 from ..influence.engine import InfluenceEngine
-from ..influence.greedy import greedy_batch, greedy_lookahead, single_gains
+from ..influence.greedy import greedy_batch, greedy_capped, greedy_lookahead, single_gains
 from ..settings import InfluenceConfig
 
 
@@ -38,7 +38,9 @@ class _Reference:
 class BatchISALStrategy(Strategy):
     """Greedy batch influence (module docstring).
 
-    ``objective``: ``loss`` (default) minimises the reference loss evaluated exactly after the predicted step
+    ``objective``: ``capped`` maximises the reference items' predicted loss decreases, each capped at that item's
+    loss (:func:`~influal.influence.greedy.greedy_capped`; any scope); ``loss`` minimises the reference loss
+    evaluated exactly after the predicted step
     (:func:`~influal.influence.greedy.greedy_lookahead`; scope ``last`` only), ``linear`` maximises its first-order
     decrease F(S) (:func:`~influal.influence.greedy.greedy_batch`; any scope);
     ``damping``: λ of the mean labeled Hessian (as ISAL's); ``scope``: the parameters differentiated (``last``, a
@@ -53,7 +55,7 @@ class BatchISALStrategy(Strategy):
     name = "isal_batch"
     requires = frozenset({REFERENCE_SET, CLASSIFIER_HEAD})
 
-    OBJECTIVES = ("loss", "linear")
+    OBJECTIVES = ("capped", "loss", "linear")
 
     def __init__(self, objective: str = "loss", damping: float = 0.01, scope: str = "last",
                  candidates: int | None = 1000, reference_size: int | None = None, batch_size: int = 256,
@@ -109,6 +111,15 @@ class BatchISALStrategy(Strategy):
 
         return _Reference(feats, logits, loss)
 
+    def _reference_losses(self, ctx: SelectionContext, engine: InfluenceEngine, ref_ids, L: torch.Tensor):
+        """Each reference item's loss [R] and the columns A⁻¹ g_r [d, R] of its true-label gradient."""
+        losses = []
+        with torch.no_grad():
+            for _, x, y in ctx.task.batches(ctx.reference, ref_ids, self.batch_size):
+                losses.append(ctx.task.loss(ctx.model, x, y).double().cpu())
+        grads = engine.gradients(ctx.reference, ref_ids, targets="true").double()
+        return torch.cat(losses), torch.cholesky_solve(grads.T, L)
+
     @staticmethod
     def _logit_shifts(ctx: SelectionContext, engine: InfluenceEngine, reference, P: torch.Tensor) -> torch.Tensor:
         """Q = J A⁻¹ g_j [N, R, C] from the rows P = A⁻¹ g_j: the reference logits' change per unit step."""
@@ -158,7 +169,11 @@ class BatchISALStrategy(Strategy):
             block = G[start:start + 2048].double()
             first[start:start + 2048] = single_gains(block, torch.cholesky_solve(block.T, L).T, s)
         value = first
-        if self.objective == "loss":  # each candidate's exact value alone: the reference loss after its own step
+        if self.objective == "capped":  # D[j, r]: the decrease of reference item r's loss if j joins
+            caps, M = self._reference_losses(ctx, engine, ref_ids, L)
+            value = torch.cat([torch.minimum(G[i:i + 1024].double() @ M, caps).sum(dim=1)
+                               for i in range(0, len(G), 1024)])
+        elif self.objective == "loss":  # each candidate's exact value alone: the reference loss after its own step
             reference = self._reference(ctx, ref_ids)
             value = torch.empty(len(G), dtype=torch.float64)
             for start in range(0, len(G), 256):
@@ -174,7 +189,9 @@ class BatchISALStrategy(Strategy):
         short = np.sort(order[:keep])
         Gs = G[short].double()
         Ps = torch.cholesky_solve(Gs.T, L).T
-        if self.objective == "loss":
+        if self.objective == "capped":
+            result = greedy_capped(Gs @ M, caps, int(budget))
+        elif self.objective == "loss":
             result = greedy_lookahead(Gs, Ps, self._logit_shifts(ctx, engine, reference, Ps), reference.logits,
                                       reference.loss, int(budget))
         else:

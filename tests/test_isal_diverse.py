@@ -1,0 +1,109 @@
+"""isal_diverse: ISAL's shortlist, then k-center or k-means++ among it, checked against doing both by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import blob_splits
+
+from influal.api import SelectionContext, take_lowest
+from influal.core.errors import ConfigError
+from influal.settings import TrainConfig
+from influal.strategies import make_strategy
+from influal.strategies.badge import gradient_factors
+from influal.strategies.coreset import collect_features
+from influal.tasks.classification import ClassificationTask, SmallCNN
+
+SETTINGS = {"solver": "exact", "scope": "last", "damping": 0.01}
+
+
+@pytest.fixture(scope="module")
+def problem():
+    torch.manual_seed(0)
+    splits = blob_splits(pool=80, val=20, test=4, size=8, seed=4)
+    task = ClassificationTask(3, eval_batch_size=16)
+    model = SmallCNN(3, 1, width=4, hidden=6)
+    labeled = np.arange(12)
+    task.train(model, splits.pool, labeled, TrainConfig(epochs=3, lr=0.05, batch_size=8, milestones=()),
+               torch.Generator().manual_seed(0))
+    return task, model.eval(), splits, labeled, np.arange(12, 80)
+
+
+def _ctx(problem, seed=3):
+    task, model, splits, labeled, unlabeled = problem
+    return SelectionContext(model=model, task=task, pool=splits.pool, labeled_ids=labeled, unlabeled_ids=unlabeled,
+                            reference=splits.val, generator=torch.Generator().manual_seed(seed))
+
+
+def test_a_shortlist_of_one_budget_is_plain_isal(problem):
+    isal = make_strategy("isal", **SETTINGS).select(_ctx(problem), 5)
+    diverse = make_strategy("isal_diverse", shortlist=1, **SETTINGS).select(_ctx(problem), 5)
+    assert sorted(diverse.ids.tolist()) == sorted(isal.ids.tolist())
+    assert np.array_equal(diverse.scores, isal.scores)
+
+
+def test_kcenter_is_core_set_among_the_most_influential(problem):
+    from influal.strategies.kernels import k_center_greedy
+
+    task, model, splits, labeled, _ = problem
+    isal = make_strategy("isal", **SETTINGS).select(_ctx(problem), 5)
+    short = take_lowest(_ctx(problem).unlabeled_ids, isal.scores, 15)
+    feats = collect_features(model, task, splits.pool, short, 16)
+    picked, _ = k_center_greedy(feats, collect_features(model, task, splits.pool, labeled, 16), 5)
+    diverse = make_strategy("isal_diverse", shortlist=3, **SETTINGS).select(_ctx(problem), 5)
+    assert diverse.ids.tolist() == short[picked].tolist()
+    assert diverse.info["shortlist"] == 15
+
+
+def test_kmeanspp_is_badge_among_the_most_influential(problem):
+    from influal.strategies.kernels import kmeans_pp_factored
+
+    task, model, splits, _, _ = problem
+    isal = make_strategy("isal", **SETTINGS).select(_ctx(problem), 4)
+    short = take_lowest(_ctx(problem).unlabeled_ids, isal.scores, 10)
+    a, f = gradient_factors(model, task, splits.pool, short, 16)
+    picked = kmeans_pp_factored(a, f, 4, torch.Generator().manual_seed(3))
+    diverse = make_strategy("isal_diverse", shortlist=2.5, diversity="kmeans++", **SETTINGS).select(_ctx(problem), 4)
+    assert diverse.ids.tolist() == short[picked].tolist()
+
+
+def test_bad_settings_are_refused_when_built():
+    with pytest.raises(ConfigError, match="shortlist"):
+        make_strategy("isal_diverse", shortlist=0.5)
+    with pytest.raises(ConfigError, match="diversity"):
+        make_strategy("isal_diverse", diversity="dpp")
+    with pytest.raises(ConfigError, match="does not take"):
+        make_strategy("isal_diverse", no_such=1)
+    paper = make_strategy("isal_diverse", preset="paper", diversity="kmeans++")
+    assert paper.settings()["solver"] == "lissa" and paper.settings()["diversity"] == "kmeans++"
+
+
+def test_label_variance_is_the_variance_of_the_influence_over_the_predicted_labels(problem):
+    from influal.influence import ParamScope
+
+    task, model, splits, _, _ = problem
+    ctx = _ctx(problem)
+    strategy = make_strategy("isal_diverse", score="label_variance", diversity="kmeans++", **SETTINGS)
+    strategy.check(task, model)
+    selection = strategy.select(ctx, 4)
+    s = ctx.extras["influence"].solve.s
+    scope = ParamScope(model, "last", task.influence_hooks())
+    for pos in (0, 7, 30):
+        item = int(ctx.unlabeled_ids[pos])
+        _, x, _ = next(iter(task.batches(splits.pool, [item], 1)))
+        with torch.no_grad():
+            p = torch.softmax(model(x), 1)[0].double()
+        per_label = torch.tensor([float(scope.grad(task.loss(model, x, torch.tensor([y])).sum()) @ s)
+                                  for y in range(3)], dtype=torch.float64)
+        mean = float((p * per_label).sum())
+        assert abs(mean) < 1e-4 * float(per_label.abs().max())  # E_y[g_y·s] = 0 under the model's own p
+        assert -selection.scores[pos] == pytest.approx(float((p * (per_label - mean) ** 2).sum()), rel=1e-5)
+
+
+def test_label_variance_needs_the_last_layer(problem):
+    task, model, _, _, _ = problem
+    with pytest.raises(ConfigError, match="scope 'last'"):
+        make_strategy("isal_diverse", score="label_variance", scope="weights").check(task, model)
+    with pytest.raises(ConfigError, match="score"):
+        make_strategy("isal_diverse", score="entropy")
