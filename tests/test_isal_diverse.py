@@ -51,7 +51,7 @@ def test_kcenter_is_core_set_among_the_most_influential(problem):
     short = take_lowest(_ctx(problem).unlabeled_ids, isal.scores, 15)
     feats = collect_features(model, task, splits.pool, short, 16)
     picked, _ = k_center_greedy(feats, collect_features(model, task, splits.pool, labeled, 16), 5)
-    diverse = make_strategy("isal_diverse", shortlist=3, **SETTINGS).select(_ctx(problem), 5)
+    diverse = make_strategy("isal_diverse", shortlist=3, diversity="kcenter", **SETTINGS).select(_ctx(problem), 5)
     assert diverse.ids.tolist() == short[picked].tolist()
     assert diverse.info["shortlist"] == 15
 
@@ -75,8 +75,11 @@ def test_bad_settings_are_refused_when_built():
         make_strategy("isal_diverse", diversity="dpp")
     with pytest.raises(ConfigError, match="does not take"):
         make_strategy("isal_diverse", no_such=1)
-    paper = make_strategy("isal_diverse", preset="paper", diversity="kmeans++")
-    assert paper.settings()["solver"] == "lissa" and paper.settings()["diversity"] == "kmeans++"
+    default = make_strategy("isal_diverse")  # the paper's influence settings, k-means++ where a head exists
+    assert default.settings()["solver"] == "lissa" and default.settings()["scope"] == "weights"
+    assert default.settings()["diversity"] == "auto" and default.settings()["shortlist"] == 3.0
+    assert make_strategy("isal_diverse", solver="cg", scope="last").settings()["solver"] == "cg"
+    assert make_strategy("isal_diverse", **default.settings()).settings() == default.settings()
 
 
 def test_label_variance_is_the_variance_of_the_influence_over_the_predicted_labels(problem):

@@ -8,6 +8,11 @@ of the summed reference loss after one Newton step on the labeled set plus S, wh
 own (rank-one, pseudo-label) curvature. One Sherman–Morrison update per pick; every pick and gain is checked
 against re-solving from scratch in tests/test_greedy_influence.py.
 
+Measured on mnist5k-bench (docs/benchmarks.md, "Influence variants"): every objective here selects *worse* than
+plain ISAL (linear 93.74 % AUBC over 5 seeds against 94.05 %; loss and capped stopped after one seed); the
+Newton-step model discounts novel items, which retraining from scratch rewards. Kept as tested, documented
+experiments; use ``isal_diverse`` for a batch-aware influence selection.
+
 The curvature is exact: A = n (H + λI), H the Hessian of the mean labeled loss on the scope (a classifier's last
 linear layer: from features cached in one pass), solved by one Cholesky factor shared by v and every candidate.
 """
@@ -41,7 +46,7 @@ class BatchISALStrategy(Strategy):
     ``objective``: ``capped`` maximises the reference items' predicted loss decreases, each capped at that item's
     loss (:func:`~influal.influence.greedy.greedy_capped`; any scope); ``loss`` minimises the reference loss
     evaluated exactly after the predicted step
-    (:func:`~influal.influence.greedy.greedy_lookahead`; scope ``last`` only), ``linear`` maximises its first-order
+    (:func:`~influal.influence.greedy.greedy_lookahead`; scope ``last`` only), ``linear`` (default) maximises its first-order
     decrease F(S) (:func:`~influal.influence.greedy.greedy_batch`; any scope);
     ``damping``: λ of the mean labeled Hessian (as ISAL's); ``scope``: the parameters differentiated (``last``, a
     classifier's final layer; with ``linear`` any scope up to ``max_params`` parameters, one backward per item);
@@ -57,7 +62,7 @@ class BatchISALStrategy(Strategy):
 
     OBJECTIVES = ("capped", "loss", "linear")
 
-    def __init__(self, objective: str = "loss", damping: float = 0.01, scope: str = "last",
+    def __init__(self, objective: str = "linear", damping: float = 0.01, scope: str = "last",
                  candidates: int | None = 1000, reference_size: int | None = None, batch_size: int = 256,
                  max_params: int = 20_000):
         if objective not in self.OBJECTIVES:

@@ -7,9 +7,13 @@ below random at the first acquisition). Here influence decides *which* items are
 
 - ``kcenter``: k-center greedy (core-set) from the labeled set on ``task.features`` (any task with features:
   classification and detection);
-- ``kmeans++``: BADGE's k-means++ seeding on the last-layer gradient embeddings (a classifier's head).
+- ``kmeans++``: BADGE's k-means++ seeding on the last-layer gradient embeddings (a classifier's head);
+- ``auto`` (the default): ``kmeans++`` where the task has a classifier head, else ``kcenter``.
 
-``shortlist = 1`` is plain ISAL. ``scores`` are ISAL's, so the round records the same score summary.
+Defaults are the variant that measured best on mnist5k-bench (docs/benchmarks.md, "Influence variants"): the
+paper's influence settings (``preset="paper"`` unless a ``config`` or another ``preset`` is given; explicit ISAL
+settings apply on top), a shortlist of 3 x budget, k-means++. ``score="label_variance"`` replaces the argmax
+influence by its variance over the predicted labels (last layer only). ``shortlist = 1`` is plain ISAL. ``scores`` are ISAL's, so the round records the same score summary.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from .isal import ISALStrategy
 from .kernels import k_center_greedy, kmeans_pp_factored
 from .sharding import per_item
 
-DIVERSITY = ("kcenter", "kmeans++")
+DIVERSITY = ("auto", "kcenter", "kmeans++")
 SCORES = ("argmax", "label_variance")
 
 
@@ -60,7 +64,9 @@ class DiverseISALStrategy(ISALStrategy):
     name = "isal_diverse"
 
     def __init__(self, config=None, *, preset: str | None = None, shortlist: float = 3.0,
-                 diversity: str = "kcenter", score: str = "argmax", **settings: Any):
+                 diversity: str = "auto", score: str = "argmax", **settings: Any):
+        if config is None and preset is None:
+            preset = "paper"  # measured the better shortlist on mnist5k-bench (docs/benchmarks.md, issue 13)
         super().__init__(config, preset=preset, **settings)
         if score not in SCORES:
             raise ConfigError(f"isal_diverse's score must be one of {', '.join(SCORES)}, got {score!r}")
@@ -74,9 +80,15 @@ class DiverseISALStrategy(ISALStrategy):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "shortlist": self.shortlist, "diversity": self.diversity, "score": self.score}
 
+    def _diversity(self, task) -> str:
+        """``auto``: BADGE's k-means++ where the task has a classifier head, else k-center on its features."""
+        if self.diversity != "auto":
+            return self.diversity
+        return "kmeans++" if CLASSIFIER_HEAD in task.capabilities else "kcenter"
+
     def check(self, task, model) -> None:
         super().check(task, model)
-        need = FEATURES if self.diversity == "kcenter" else CLASSIFIER_HEAD
+        need = FEATURES if self._diversity(task) == "kcenter" else CLASSIFIER_HEAD
         if need not in task.capabilities:
             raise NotSupported(f"strategy '{self.name}' needs the task capability {need!r} for diversity "
                                f"{self.diversity!r}; {type(task).__name__} lacks it")
@@ -100,7 +112,8 @@ class DiverseISALStrategy(ISALStrategy):
                 ctx.model, ctx.task, ctx.pool, ids, engine.scope, result.solve.s, batch_size)).numpy()
         keep = min(len(result.ids), max(int(budget), math.ceil(self.shortlist * budget)))
         short = take_lowest(result.ids, scores, keep)
-        if self.diversity == "kcenter":
+        diversity = self._diversity(ctx.task)
+        if diversity == "kcenter":
             feats = per_item(short, lambda ids: collect_features(ctx.model, ctx.task, ctx.pool, ids, batch_size))
             labeled = per_item(ctx.labeled_ids, lambda ids: collect_features(ctx.model, ctx.task, ctx.pool, ids,
                                                                              batch_size))
@@ -110,5 +123,5 @@ class DiverseISALStrategy(ISALStrategy):
             picked = kmeans_pp_factored(a, f, int(budget), ctx.generator)
         info = result.summary()
         info.update({k: round(v, 4) for k, v in result.timings.items()})
-        info.update(shortlist=int(keep), diversity=self.diversity, score=self.score)
+        info.update(shortlist=int(keep), diversity=diversity, score=self.score)
         return Selection(np.asarray(short)[picked], scores, info)
