@@ -134,7 +134,9 @@ def markdown_block(config: ExperimentConfig, result: dict, out: Path, command: s
     rows = read_metrics_csv(out / "metrics.csv")
     summary = summarize(rows, "AP")
     det, tr = config.task_settings, config.train
-    inf = InfluenceConfig.from_dict(config.strategy_settings["isal"])
+    family = [s for s in config.strategies if isal_family(s)]  # ISAL's settings, as given to its whole family
+    settings = config.strategy_settings.get(family[0], {}) if family else preset(None).strategy_settings["isal"]
+    inf = InfluenceConfig.from_dict({k: v for k, v in settings.items() if k in InfluenceConfig().to_dict()})
     lines = [BEGIN, "",
              f"Command: `{command}`  ",
              f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores (shared with other jobs), no GPU; "

@@ -113,6 +113,27 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def detection_markdown(rows: list[dict]) -> str:
+    """For detection runs (metric AP, cost in boxes): AP and boxes per round, boxes saved against random at equal
+    AP, and the boxes each strategy needs for random's final mean AP (the layout of benchmarks.detection)."""
+    from influal.tasks.detection.report import box_table_markdown, boxes_saved_markdown, boxes_to_reach
+
+    summary = summarize(rows, "AP")
+    target = summary["random"][-1]["mean"]
+    need = {s: boxes_to_reach([(p["cost"], p["mean"]) for p in pts], target) for s, pts in summary.items()}
+    lines = [f"Seeds {', '.join(map(str, sorted({int(r['seed']) for r in rows})))}. Test COCO AP (mean ± std), boxes "
+             "and 10k × AP / boxes per round:", "", box_table_markdown(summary, "AP"), "",
+             "Boxes saved against random at equal AP (random's mean curve interpolated):", "",
+             boxes_saved_markdown(summary, "AP", "random"), "",
+             f"Boxes to reach random's final mean AP ({target:.3f}):", "", "| strategy | boxes | saved vs random |",
+             "|---|---|---|"]
+    for s, n in need.items():
+        pct = None if n is None or not need.get("random") else 100.0 * (need["random"] - n) / need["random"]
+        lines.append(f"| {s} | {'not reached' if n is None else f'{n:.0f}'} | "
+                     f"{'—' if pct is None else f'{pct:+.1f} %'} |")
+    return "\n".join(lines)
+
+
 def update_docs(path: Path, tag: str, block: str) -> None:
     begin, end = f"<!-- influence-variants{tag}:begin -->", f"<!-- influence-variants{tag}:end -->"
     text = path.read_text()
@@ -133,10 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", default=None, help="markdown file whose influence-variants block is rewritten")
     args = p.parse_args(argv)
     rows = complete_seeds(load_runs(args.runs))
-    result = analyse(rows, [b.strip() for b in args.baselines.split(",") if b.strip()], args.metric)
-    result["command"] = invocation("benchmarks.influence_variants", argv if argv is not None else sys.argv[1:])
+    command = invocation("benchmarks.influence_variants", argv if argv is not None else sys.argv[1:])
+    if args.metric == "AP":  # detection: the cost is boxes, and savings are counted at equal AP
+        result = {"command": command, "summary": summarize(rows, "AP")}
+        block = f"Command: `{command}`\n\n" + detection_markdown(rows)
+    else:
+        result = analyse(rows, [b.strip() for b in args.baselines.split(",") if b.strip()], args.metric)
+        result["command"] = command
+        block = f"Command: `{command}`\n\n" + markdown(result)
     atomic_write_json(ROOT / "benchmarks" / "results" / f"influence_variants{args.tag}.json", result)
-    block = f"Command: {result['command']}\n\n" + markdown(result)
     print(block)
     if args.docs:
         update_docs(Path(args.docs), args.tag, block)

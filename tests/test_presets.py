@@ -46,6 +46,9 @@ def test_offline_bench_preset_needs_no_data_root_and_names_the_benchmark_strateg
     assert set(cfg.strategies) == {"isal", "random", "coreset", "entropy", "learning_loss"}
     assert not get_preset("mnist5k-bench").needs_data_root
     assert all(PRESETS[n].needs_data_root for n in ("cifar10", "cifar100", "svhn", "cifar10-large"))
+    low = _config("--preset", "mnist5k-low", "--strategies", "isal_diverse,margin")
+    assert (low.initial, low.budget, low.rounds, low.seeds) == (40, 40, 8, 5)
+    assert low.strategies == ("isal_diverse", "margin") and not get_preset("mnist5k-low").needs_data_root
 
 
 def test_paper_presets_without_data_root_or_unknown_presets_fail_in_one_line(tmp_path, capsys):
