@@ -110,3 +110,32 @@ def test_label_variance_needs_the_last_layer(problem):
         make_strategy("isal_diverse", score="label_variance", scope="weights").check(task, model)
     with pytest.raises(ConfigError, match="score"):
         make_strategy("isal_diverse", score="entropy")
+
+
+def test_per_cost_divides_the_wanted_scores_by_the_predicted_cost(problem, monkeypatch):
+    task, model, splits, _, _ = problem
+    plain = make_strategy("isal_diverse", diversity="kcenter", **SETTINGS).select(_ctx(problem), 4)
+    costs = 1.0 + (np.arange(len(splits.pool)) % 3)  # a known cost per item
+    monkeypatch.setattr(type(task), "predicted_costs", lambda self, m, d, ids: costs[np.asarray(ids)])
+    aware = make_strategy("isal_diverse", diversity="kcenter", per_cost=True, **SETTINGS).select(_ctx(problem), 4)
+    c = costs[_ctx(problem).unlabeled_ids]
+    expected = np.where(plain.scores < 0, plain.scores / c, plain.scores * c)
+    assert np.allclose(aware.scores, expected)
+    assert aware.info["per_cost"] is True
+    with pytest.raises(ConfigError, match="per_cost"):
+        make_strategy("isal_diverse", per_cost="yes")
+
+
+def test_a_detectors_predicted_cost_is_its_confident_detections(tmp_path):
+    from detection_utils import canvas, detector
+
+    from influal.tasks.detection import DetectionTask
+
+    data = canvas(tmp_path)
+    task = DetectionTask(10, batch_size=4, score_threshold=0.0)
+    model = detector("fcos").eval()
+    ids = np.arange(3)
+    costs = task.predicted_costs(model, data["pool"], ids)
+    with torch.no_grad():
+        counts = [len(d["boxes"]) for d in task.detect(model, data["pool"], ids)]
+    assert costs.tolist() == [max(1.0, float(n)) for n in counts]

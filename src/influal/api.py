@@ -156,6 +156,11 @@ class Task(ABC):
         """The labeling cost of ``ids`` (default: one per item)."""
         return float(len(ids))
 
+    def predicted_costs(self, model: nn.Module, dataset: Dataset, ids: Sequence[int]) -> np.ndarray:
+        """The labeling cost each of ``ids`` is expected to have, from the model's own predictions (cost-aware
+        strategies; the true cost is unknown before labeling). Default: one per item."""
+        return np.ones(len(ids), dtype=np.float64)
+
     def check_inputs(self, model: nn.Module, dataset: Dataset, ids: Sequence[int]) -> None:
         """Run one small batch through ``model`` and raise a ConfigError/DataError naming what does not fit."""
 

@@ -13,7 +13,10 @@ below random at the first acquisition). Here influence decides *which* items are
 Defaults are the variant that measured best on mnist5k-bench (docs/benchmarks.md, "Influence variants"): the
 paper's influence settings (``preset="paper"`` unless a ``config`` or another ``preset`` is given; explicit ISAL
 settings apply on top), a shortlist of 3 x budget, k-means++. ``score="label_variance"`` replaces the argmax
-influence by its variance over the predicted labels (last layer only). ``shortlist = 1`` is plain ISAL. ``scores`` are ISAL's, so the round records the same score summary.
+influence by its variance over the predicted labels (last layer only). ``per_cost=True`` ranks by predicted
+benefit per predicted labeling cost (``task.predicted_costs``: a detector's confident detections; one per item
+for classification): a negative (wanted) score is divided by the cost, a positive one multiplied. ``shortlist =
+1`` is plain ISAL. ``scores`` are ISAL's, so the round records the same score summary.
 """
 
 from __future__ import annotations
@@ -64,13 +67,15 @@ class DiverseISALStrategy(ISALStrategy):
     name = "isal_diverse"
 
     def __init__(self, config=None, *, preset: str | None = None, shortlist: float = 3.0,
-                 diversity: str = "auto", score: str = "argmax", **settings: Any):
+                 diversity: str = "auto", score: str = "argmax", per_cost: bool = False, **settings: Any):
         if config is None and preset is None:
             preset = "paper"  # measured the better shortlist on mnist5k-bench (docs/benchmarks.md, issue 13)
         super().__init__(config, preset=preset, **settings)
         if score not in SCORES:
             raise ConfigError(f"isal_diverse's score must be one of {', '.join(SCORES)}, got {score!r}")
-        self.score = score
+        if not isinstance(per_cost, bool):
+            raise ConfigError(f"isal_diverse's per_cost must be true or false, got {per_cost!r}")
+        self.score, self.per_cost = score, per_cost
         if isinstance(shortlist, bool) or not isinstance(shortlist, (int, float)) or not shortlist >= 1:
             raise ConfigError(f"isal_diverse's shortlist must be a number >= 1, got {shortlist!r}")
         if diversity not in DIVERSITY:
@@ -78,7 +83,8 @@ class DiverseISALStrategy(ISALStrategy):
         self.shortlist, self.diversity = float(shortlist), diversity
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "shortlist": self.shortlist, "diversity": self.diversity, "score": self.score}
+        return {**super().settings(), "shortlist": self.shortlist, "diversity": self.diversity, "score": self.score,
+                "per_cost": self.per_cost}
 
     def _diversity(self, task) -> str:
         """``auto``: BADGE's k-means++ where the task has a classifier head, else k-center on its features."""
@@ -110,6 +116,10 @@ class DiverseISALStrategy(ISALStrategy):
             engine = InfluenceEngine(ctx.model, ctx.task, self.resolve(ctx))
             scores = -per_item(result.ids, lambda ids: label_variance(
                 ctx.model, ctx.task, ctx.pool, ids, engine.scope, result.solve.s, batch_size)).numpy()
+        if self.per_cost:  # predicted benefit per unit of predicted cost (a detector's boxes)
+            costs = per_item(result.ids, lambda ids: torch.as_tensor(
+                ctx.task.predicted_costs(ctx.model, ctx.pool, ids))).numpy().astype(np.float64)
+            scores = np.where(scores < 0, scores / costs, scores * costs)
         keep = min(len(result.ids), max(int(budget), math.ceil(self.shortlist * budget)))
         short = take_lowest(result.ids, scores, keep)
         diversity = self._diversity(ctx.task)
@@ -123,5 +133,5 @@ class DiverseISALStrategy(ISALStrategy):
             picked = kmeans_pp_factored(a, f, int(budget), ctx.generator)
         info = result.summary()
         info.update({k: round(v, 4) for k, v in result.timings.items()})
-        info.update(shortlist=int(keep), diversity=diversity, score=self.score)
+        info.update(shortlist=int(keep), diversity=diversity, score=self.score, per_cost=self.per_cost)
         return Selection(np.asarray(short)[picked], scores, info)

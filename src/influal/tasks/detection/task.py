@@ -28,7 +28,7 @@ import torch
 from ...api import DETECTIONS, FEATURES, InfluenceHooks, Task
 from ...core.batching import iterate_batches
 from ...core.errors import ConfigError, DataError
-from ...core.torch_utils import to_device
+from ...core.torch_utils import eval_mode, to_device
 from ...training import train_sgd
 from .boxes import xyxy_to_xywh
 from .metrics import coco_ap
@@ -91,6 +91,14 @@ class DetectionTask(Task):
 
     def cost(self, dataset, ids: Sequence[int]) -> float:
         return float(dataset.num_boxes(ids))
+
+    @torch.no_grad()
+    def predicted_costs(self, model: Detector, dataset, ids: Sequence[int]) -> np.ndarray:
+        """Boxes an annotator is expected to draw: the detections at or above the pseudo-box threshold (at least
+        one: an image costs a look even when nothing is predicted)."""
+        with eval_mode(model):
+            counts = [len(keep_confident(d, self.score_threshold)["boxes"]) for d in self.detect(model, dataset, ids)]
+        return np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
 
     def check_inputs(self, model: Detector, dataset, ids: Sequence[int]) -> None:
         """One image through the detector (detections and its training loss) to catch what does not fit early."""
