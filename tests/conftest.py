@@ -36,6 +36,20 @@ def blob_splits(pool: int = 120, val: int = 40, test: int = 60, num_classes: int
                          test=full.subset(ids[pool + val:]), num_classes=num_classes, in_channels=1, image_size=size)
 
 
+def trained_blob_classifier(pool: int, labeled: int, seed: int, val: int = 20):
+    """(task, small CNN trained 3 epochs on the first ``labeled`` pool items, in eval mode, splits) on 8x8 blobs."""
+    from influal.settings import TrainConfig
+    from influal.tasks.classification import ClassificationTask, SmallCNN
+
+    torch.manual_seed(0)
+    splits = blob_splits(pool=pool, val=val, test=4, size=8, seed=seed)
+    task = ClassificationTask(3, eval_batch_size=16)
+    model = SmallCNN(3, 1, width=4, hidden=6)
+    task.train(model, splits.pool, np.arange(labeled), TrainConfig(epochs=3, lr=0.05, batch_size=8, milestones=()),
+               torch.Generator().manual_seed(0))
+    return task, model.eval(), splits
+
+
 def linear_model(size: int = 6, num_classes: int = 3, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(size * size, num_classes))

@@ -6,28 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import blob_splits
+from conftest import trained_blob_classifier
 
 from influal.api import SelectionContext
 from influal.core.errors import ConfigError
 from influal.influence import InfluenceEngine, ParamScope
 from influal.influence.grads import per_sample_grads
 from influal.influence.greedy import batch_value
-from influal.settings import InfluenceConfig, TrainConfig
+from influal.settings import InfluenceConfig
 from influal.strategies import make_strategy
-from influal.tasks.classification import ClassificationTask, SmallCNN
 
 
 @pytest.fixture(scope="module")
 def trained():
-    torch.manual_seed(0)
-    splits = blob_splits(pool=60, val=20, test=4, size=8, seed=3)
-    task = ClassificationTask(3, eval_batch_size=16)
-    model = SmallCNN(3, 1, width=4, hidden=6)
-    labeled = np.arange(15)
-    task.train(model, splits.pool, labeled, TrainConfig(epochs=3, lr=0.05, batch_size=8, milestones=()),
-               torch.Generator().manual_seed(0))
-    return task, model.eval(), splits, labeled
+    task, model, splits = trained_blob_classifier(pool=60, labeled=15, seed=3)
+    return task, model, splits, np.arange(15)
 
 
 def _autograd_rows(task, model, scope, dataset, ids, targets=None):
@@ -37,6 +30,32 @@ def _autograd_rows(task, model, scope, dataset, ids, targets=None):
         y = model(x).argmax(1) if targets is None else y
         rows.append(scope.grad(task.loss(model, x, y).sum()))
     return torch.stack(rows).double()
+
+
+def _summed_loss(model, scope, x, y):
+    """The summed cross-entropy of (x, y) as a function of the scope's flat parameters."""
+    def loss(flat):
+        params = {**dict(model.named_parameters()), **scope.as_dict(flat)}
+        logits = torch.func.functional_call(model, params, (x,))
+        return torch.nn.functional.cross_entropy(logits.double(), y, reduction="sum")
+    return loss
+
+
+def _independent_problem(task, model, splits, labeled, unlabeled, damping):
+    """Everything by autograd, without the engine: the last-layer scope, its parameters θ, A = Hessian of the
+    summed labeled loss + n λ I, and the candidates' pseudo-label gradients G."""
+    scope = ParamScope(model, "last", task.influence_hooks())
+    theta = scope.values().detach().clone()
+    _, xl, yl = next(iter(task.batches(splits.pool, labeled, len(labeled))))
+    A = torch.autograd.functional.hessian(_summed_loss(model, scope, xl, yl), theta).double()
+    A += len(labeled) * damping * torch.eye(len(theta), dtype=torch.float64)
+    return scope, theta, A, _autograd_rows(task, model, scope, splits.pool, unlabeled)
+
+
+def _context(trained, unlabeled):
+    task, model, splits, labeled = trained
+    return SelectionContext(model=model, task=task, pool=splits.pool, labeled_ids=labeled, unlabeled_ids=unlabeled,
+                            reference=splits.val)
 
 
 def test_closed_form_gradients_match_autograd_in_the_scope_layout(trained):
@@ -51,28 +70,12 @@ def test_closed_form_gradients_match_autograd_in_the_scope_layout(trained):
 
 def test_selection_is_the_brute_force_greedy_on_an_independent_hessian(trained):
     task, model, splits, labeled = trained
-    unlabeled = np.arange(15, 60)
-    damping = 0.05
+    unlabeled, damping = np.arange(15, 60), 0.05
     strategy = make_strategy("isal_batch", objective="linear", damping=damping, candidates=None)
-    ctx = SelectionContext(model=model, task=task, pool=splits.pool, labeled_ids=labeled, unlabeled_ids=unlabeled,
-                           reference=splits.val)
-    picked = strategy.select(ctx, 4)
+    picked = strategy.select(_context(trained, unlabeled), 4)
 
-    # independent: H of the summed labeled loss by autograd.functional.hessian, v and g by per-sample autograd
-    scope = ParamScope(model, "last", task.influence_hooks())
-    theta = scope.values().detach().clone()
-    _, xl, yl = next(iter(task.batches(splits.pool, labeled, len(labeled))))
-
-    def summed_loss(flat):
-        W, b = scope.unflatten(flat)
-        params = dict(zip(scope.names, (W, b)))
-        logits = torch.func.functional_call(model, {**dict(model.named_parameters()), **params}, (xl,))
-        return torch.nn.functional.cross_entropy(logits, yl, reduction="sum")
-
-    H = torch.autograd.functional.hessian(summed_loss, theta).double()
-    A = H + len(labeled) * damping * torch.eye(len(theta), dtype=torch.float64)
+    scope, _, A, G = _independent_problem(task, model, splits, labeled, unlabeled, damping)
     v = _autograd_rows(task, model, scope, splits.val, np.arange(len(splits.val)), targets="true").sum(0)
-    G = _autograd_rows(task, model, scope, splits.pool, unlabeled)
     chosen: list[int] = []
     for _ in range(4):
         base = batch_value(A, G, v, chosen)
@@ -86,63 +89,39 @@ def test_selection_is_the_brute_force_greedy_on_an_independent_hessian(trained):
 
 def test_the_lookahead_selection_is_the_brute_force_one_on_the_reference_logits(trained):
     task, model, splits, labeled = trained
-    unlabeled = np.arange(15, 60)
-    damping = 0.05
-    ctx = SelectionContext(model=model, task=task, pool=splits.pool, labeled_ids=labeled, unlabeled_ids=unlabeled,
-                           reference=splits.val)
-    picked = make_strategy("isal_batch", objective="loss", damping=damping, candidates=None).select(ctx, 3)
+    unlabeled, damping = np.arange(15, 60), 0.05
+    strategy = make_strategy("isal_batch", objective="loss", damping=damping, candidates=None)
+    picked = strategy.select(_context(trained, unlabeled), 3)
 
-    scope = ParamScope(model, "last", task.influence_hooks())
-    theta = scope.values().detach().clone()
-    _, xl, yl = next(iter(task.batches(splits.pool, labeled, len(labeled))))
+    scope, theta, A, G = _independent_problem(task, model, splits, labeled, unlabeled, damping)
     _, xr, yr = next(iter(task.batches(splits.val, np.arange(len(splits.val)), len(splits.val))))
-
-    def loss_at(flat, x, y):
-        params = {**dict(model.named_parameters()), **scope.as_dict(flat)}
-        logits = torch.func.functional_call(model, params, (x,))
-        return torch.nn.functional.cross_entropy(logits.double(), y, reduction="sum")
-
-    A = torch.autograd.functional.hessian(lambda f: loss_at(f, xl, yl), theta).double()
-    A += len(labeled) * damping * torch.eye(len(theta), dtype=torch.float64)
-    G = _autograd_rows(task, model, scope, splits.pool, unlabeled)
+    reference_loss = _summed_loss(model, scope, xr, yr)
 
     def after(rows):  # the reference loss at θ - (A + Σ g gᵀ)⁻¹ Σ g, evaluated by the model itself
         Gs = G[rows]
         step = torch.linalg.solve(A + Gs.T @ Gs, Gs.sum(0))
         with torch.no_grad():
-            return float(loss_at((theta.double() - step).float(), xr, yr))
+            return float(reference_loss((theta.double() - step).float()))
 
     chosen: list[int] = []
     for _ in range(3):
         values = {j: after(chosen + [j]) for j in range(len(G)) if j not in chosen}
         chosen.append(min(values, key=values.get))
     assert picked.ids.tolist() == unlabeled[chosen].tolist()
-    base = float(loss_at(theta, xr, yr).detach())
+    with torch.no_grad():
+        base = float(reference_loss(theta))
     assert picked.info["batch_value"] == pytest.approx(base - after(chosen), rel=1e-3)
 
 
 def test_the_capped_selection_is_the_brute_force_one(trained):
     task, model, splits, labeled = trained
-    unlabeled = np.arange(15, 60)
-    damping = 0.05
-    ctx = SelectionContext(model=model, task=task, pool=splits.pool, labeled_ids=labeled, unlabeled_ids=unlabeled,
-                           reference=splits.val)
-    picked = make_strategy("isal_batch", objective="capped", damping=damping, candidates=None).select(ctx, 4)
+    unlabeled, damping = np.arange(15, 60), 0.05
+    strategy = make_strategy("isal_batch", objective="capped", damping=damping, candidates=None)
+    picked = strategy.select(_context(trained, unlabeled), 4)
 
-    scope = ParamScope(model, "last", task.influence_hooks())
-    theta = scope.values().detach().clone()
-    _, xl, yl = next(iter(task.batches(splits.pool, labeled, len(labeled))))
-
-    def summed_loss(flat):
-        params = {**dict(model.named_parameters()), **scope.as_dict(flat)}
-        logits = torch.func.functional_call(model, params, (xl,))
-        return torch.nn.functional.cross_entropy(logits, yl, reduction="sum")
-
-    A = torch.autograd.functional.hessian(summed_loss, theta).double()
-    A += len(labeled) * damping * torch.eye(len(theta), dtype=torch.float64)
+    scope, _, A, G = _independent_problem(task, model, splits, labeled, unlabeled, damping)
     ref = np.arange(len(splits.val))
     R = _autograd_rows(task, model, scope, splits.val, ref, targets="true")
-    G = _autograd_rows(task, model, scope, splits.pool, unlabeled)
     D = G @ torch.linalg.solve(A, R.T)
     _, xr, yr = next(iter(task.batches(splits.val, ref, len(ref))))
     with torch.no_grad():

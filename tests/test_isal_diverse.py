@@ -5,29 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import blob_splits
+from conftest import trained_blob_classifier
 
 from influal.api import SelectionContext, take_lowest
 from influal.core.errors import ConfigError
-from influal.settings import TrainConfig
 from influal.strategies import make_strategy
 from influal.strategies.badge import gradient_factors
 from influal.strategies.coreset import collect_features
-from influal.tasks.classification import ClassificationTask, SmallCNN
 
 SETTINGS = {"solver": "exact", "scope": "last", "damping": 0.01}
 
 
 @pytest.fixture(scope="module")
 def problem():
-    torch.manual_seed(0)
-    splits = blob_splits(pool=80, val=20, test=4, size=8, seed=4)
-    task = ClassificationTask(3, eval_batch_size=16)
-    model = SmallCNN(3, 1, width=4, hidden=6)
-    labeled = np.arange(12)
-    task.train(model, splits.pool, labeled, TrainConfig(epochs=3, lr=0.05, batch_size=8, milestones=()),
-               torch.Generator().manual_seed(0))
-    return task, model.eval(), splits, labeled, np.arange(12, 80)
+    task, model, splits = trained_blob_classifier(pool=80, labeled=12, seed=4)
+    return task, model, splits, np.arange(12), np.arange(12, 80)
 
 
 def _ctx(problem, seed=3):

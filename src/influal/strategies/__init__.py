@@ -24,8 +24,8 @@ from .uncertainty import EntropyStrategy, LeastConfidenceStrategy, MarginStrateg
 
 STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy", entry_point_group="influal.strategies")
 
-for _cls in (RandomStrategy, ISALStrategy, BatchISALStrategy, DiverseISALStrategy, EntropyStrategy, MarginStrategy, LeastConfidenceStrategy, BALDStrategy,
-             BADGEStrategy, LearningLossStrategy):
+for _cls in (RandomStrategy, ISALStrategy, BatchISALStrategy, DiverseISALStrategy, EntropyStrategy, MarginStrategy,
+             LeastConfidenceStrategy, BALDStrategy, BADGEStrategy, LearningLossStrategy):
     STRATEGIES.register(_cls.name, _cls)
 # det_coreset: the name detection runs used before core-set served every task through task.features
 STRATEGIES.register(CoresetStrategy.name, CoresetStrategy, aliases=("det_coreset",))
@@ -47,6 +47,7 @@ def make_strategy(name: str, **settings: Any) -> Strategy:
                           ) from None
 
 
-__all__ = ["STRATEGIES", "BADGEStrategy", "BALDStrategy", "BatchISALStrategy", "DiverseISALStrategy", "CoresetStrategy", "EntropyStrategy", "ISALStrategy",
-           "LearningLossStrategy", "LeastConfidenceStrategy", "MarginStrategy", "RandomStrategy", "Selection",
-           "SelectionContext", "Strategy", "check_budget", "make_strategy", "register_strategy", "take_lowest"]
+__all__ = ["STRATEGIES", "BADGEStrategy", "BALDStrategy", "BatchISALStrategy", "DiverseISALStrategy",
+           "CoresetStrategy", "EntropyStrategy", "ISALStrategy", "LearningLossStrategy", "LeastConfidenceStrategy",
+           "MarginStrategy", "RandomStrategy", "Selection", "SelectionContext", "Strategy", "check_budget",
+           "make_strategy", "register_strategy", "take_lowest"]

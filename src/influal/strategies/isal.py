@@ -59,10 +59,14 @@ class ISALStrategy(Strategy):
     def select(self, ctx: SelectionContext, budget: int) -> Selection:
         check_budget(ctx, budget)
         result = self.influence(ctx)
-        chosen = take_lowest(result.ids, result.scores, budget)
+        return Selection(take_lowest(result.ids, result.scores, budget), result.scores, self.summary(result))
+
+    @staticmethod
+    def summary(result) -> dict[str, Any]:
+        """What the round records of an influence pass: the solve's summary and the phases' seconds."""
         info = result.summary()
         info.update({k: round(v, 4) for k, v in result.timings.items()})
-        return Selection(chosen, result.scores, info)
+        return info
 
     def influence(self, ctx: SelectionContext):
         """Every candidate's influence score (an :class:`~influal.influence.engine.InfluenceResult`, also left in

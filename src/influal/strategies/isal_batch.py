@@ -45,9 +45,9 @@ class BatchISALStrategy(Strategy):
 
     ``objective``: ``capped`` maximises the reference items' predicted loss decreases, each capped at that item's
     loss (:func:`~influal.influence.greedy.greedy_capped`; any scope); ``loss`` minimises the reference loss
-    evaluated exactly after the predicted step
-    (:func:`~influal.influence.greedy.greedy_lookahead`; scope ``last`` only), ``linear`` (default) maximises its first-order
-    decrease F(S) (:func:`~influal.influence.greedy.greedy_batch`; any scope);
+    evaluated exactly after the predicted step (:func:`~influal.influence.greedy.greedy_lookahead`; scope
+    ``last`` only), ``linear`` (default) maximises its first-order decrease F(S)
+    (:func:`~influal.influence.greedy.greedy_batch`; any scope);
     ``damping``: λ of the mean labeled Hessian (as ISAL's); ``scope``: the parameters differentiated (``last``, a
     classifier's final layer; with ``linear`` any scope up to ``max_params`` parameters, one backward per item);
     ``candidates``: the greedy runs over this many candidates of largest value alone (the objective's own: the
@@ -180,13 +180,13 @@ class BatchISALStrategy(Strategy):
                                for i in range(0, len(G), 1024)])
         elif self.objective == "loss":  # each candidate's exact value alone: the reference loss after its own step
             reference = self._reference(ctx, ref_ids)
+            before = reference.loss(reference.logits)
             value = torch.empty(len(G), dtype=torch.float64)
             for start in range(0, len(G), 256):
                 block = G[start:start + 256].double()
                 Pb = torch.cholesky_solve(block.T, L).T
                 step = (1.0 / (1.0 + (block * Pb).sum(dim=1)))[:, None, None]
                 Q = self._logit_shifts(ctx, engine, reference, Pb)
-                before = reference.loss(reference.logits)
                 value[start:start + 256] = before - reference.loss(reference.logits - step * Q)
         keep = len(G) if self.candidates is None else max(min(self.candidates, len(G)), int(budget))
         # the shortlist: largest single values, ties to the lower position (a deterministic order)

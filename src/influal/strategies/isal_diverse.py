@@ -71,16 +71,15 @@ class DiverseISALStrategy(ISALStrategy):
         if config is None and preset is None:
             preset = "paper"  # measured the better shortlist on mnist5k-bench (docs/benchmarks.md, issue 13)
         super().__init__(config, preset=preset, **settings)
-        if score not in SCORES:
-            raise ConfigError(f"isal_diverse's score must be one of {', '.join(SCORES)}, got {score!r}")
-        if not isinstance(per_cost, bool):
-            raise ConfigError(f"isal_diverse's per_cost must be true or false, got {per_cost!r}")
-        self.score, self.per_cost = score, per_cost
         if isinstance(shortlist, bool) or not isinstance(shortlist, (int, float)) or not shortlist >= 1:
             raise ConfigError(f"isal_diverse's shortlist must be a number >= 1, got {shortlist!r}")
         if diversity not in DIVERSITY:
             raise ConfigError(f"isal_diverse's diversity must be one of {', '.join(DIVERSITY)}, got {diversity!r}")
-        self.shortlist, self.diversity = float(shortlist), diversity
+        if score not in SCORES:
+            raise ConfigError(f"isal_diverse's score must be one of {', '.join(SCORES)}, got {score!r}")
+        if not isinstance(per_cost, bool):
+            raise ConfigError(f"isal_diverse's per_cost must be true or false, got {per_cost!r}")
+        self.shortlist, self.diversity, self.score, self.per_cost = float(shortlist), diversity, score, per_cost
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "shortlist": self.shortlist, "diversity": self.diversity, "score": self.score,
@@ -131,7 +130,6 @@ class DiverseISALStrategy(ISALStrategy):
         else:
             a, f = per_item(short, lambda ids: gradient_factors(ctx.model, ctx.task, ctx.pool, ids, batch_size))
             picked = kmeans_pp_factored(a, f, int(budget), ctx.generator)
-        info = result.summary()
-        info.update({k: round(v, 4) for k, v in result.timings.items()})
+        info = self.summary(result)
         info.update(shortlist=int(keep), diversity=diversity, score=self.score, per_cost=self.per_cost)
         return Selection(np.asarray(short)[picked], scores, info)
