@@ -43,14 +43,15 @@ def _per_image(product: torch.Tensor, rows: torch.Tensor | None, n: int) -> torc
                                                                                  product.reshape(len(rows), -1).sum(1))
 
 
-def per_image_dot(detector: Detector, images: list[torch.Tensor], targets: list[dict], scope: ParamScope,
-                  s: torch.Tensor) -> torch.Tensor | None:
-    """``g_i·s`` for every image [n], or ``None`` if the scope reaches beyond the final layers."""
+def per_image_dot(detector: Detector, images: list[torch.Tensor], targets: list[dict] | None, scope: ParamScope,
+                  s: torch.Tensor, trunk=None) -> torch.Tensor | None:
+    """``g_i·s`` for every image [n], or ``None`` if the scope reaches beyond the final layers. ``trunk`` (instead of
+    ``targets``): the batch's trunk, already built (:meth:`HeadAdapter.pseudo_trunk`)."""
     if not scope_is_final(detector, scope):
         return None
     adapter = detector.adapter
     with torch.no_grad():
-        trunk = adapter.trunk(images, targets)
+        trunk = adapter.trunk(images, targets) if trunk is None else trunk
         along = adapter.pre_activations(trunk, direction_weights(detector, scope, s))
     with torch.enable_grad():
         z = adapter.pre_activations(trunk, adapter.current_weights(detach=True))

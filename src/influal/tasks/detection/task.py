@@ -63,7 +63,11 @@ class DetectionTask(Task):
 
     @torch.no_grad()
     def pseudo_targets(self, model, inputs: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        return [keep_confident(d, self.score_threshold) for d in model(list(inputs))]
+        if isinstance(model, Detector):  # post-process at the pseudo-box threshold: the same boxes, less NMS
+            detections = model.detect(list(inputs), min_score=self.score_threshold)
+        else:
+            detections = model(list(inputs))
+        return [keep_confident(d, self.score_threshold) for d in detections]
 
     def influence_hooks(self) -> InfluenceHooks:
         from .influence import DetectionInfluence

@@ -11,6 +11,9 @@ Conventions shared by both adapters:
   and passing a direction gives the directional change of the outputs.
 - :meth:`pre_activations` returns ``[(tensor, rows)]``: ``rows`` is ``None`` when dim 0 indexes images, or an
   int tensor giving each row's image (RoI outputs).
+- :meth:`split` and :meth:`join` cut a batch's trunk into per-image trunks and put any of them back together,
+  so that the labeled set's trunks can be computed once and Hessian products drawn on any subset of it
+  (:mod:`..hessian`).
 - The loss of one image is the detector's training loss on that image alone, all terms summed with weight 1
   (spec §1.2). Every random choice of a loss (Faster R-CNN's anchor and RoI sampling) is made per image under a
   fixed seed, so an image's loss does not depend on the batch it is in, nor on the global RNG.
@@ -23,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,9 +60,30 @@ class HeadAdapter:
     """What :mod:`.gradients` and :class:`~.models.Detector` need from a detector family."""
 
     final_layers: tuple[str, ...] = ()
+    score_threshold_attr: str = "score_thresh"  # the torchvision model's post-processing score threshold (dotted)
 
     def __init__(self, net: nn.Module):
         self.net = net
+
+    @contextmanager
+    def score_floor(self, minimum: float | None):
+        """Post-process with a score threshold of at least ``minimum`` (detections scoring ``>= minimum`` kept).
+
+        The detections at or above ``minimum`` are the same as at the model's own lower threshold: a box is
+        suppressed only by higher-scoring ones, and the per-level and per-image top-k keep the highest scores
+        first, so dropping the lower ones early changes nothing above them; it only skips their NMS."""
+        *path, attr = self.score_threshold_attr.split(".")
+        owner = self.net
+        for part in path:
+            owner = getattr(owner, part)
+        before = getattr(owner, attr)
+        if minimum is not None:  # torchvision keeps scores > threshold: the float32 just below keeps >= minimum
+            below = float(np.nextafter(np.float32(minimum), np.float32(-np.inf)))
+            setattr(owner, attr, max(before, below))
+        try:
+            yield
+        finally:
+            setattr(owner, attr, before)
 
     def layer(self, name: str) -> nn.Module:
         return self.net.get_submodule(name)
@@ -79,6 +104,21 @@ class HeadAdapter:
 
     def image_losses(self, trunk: Trunk, z: dict[str, list[tuple[torch.Tensor, Any]]]) -> torch.Tensor:
         raise NotImplementedError
+
+    def pseudo_trunk(self, images: list[torch.Tensor], min_score: float, keep: Callable) -> tuple[Trunk, list] | None:
+        """``(trunk(images, pseudo), pseudo)`` with ``pseudo = keep(detections)``, the detections post-processed at
+        ``min_score``, from one pass through the backbone; None where the family does not fuse the two (the caller
+        then detects, and builds the trunk, in two passes)."""
+        return None
+
+    def split(self, trunk: Trunk) -> list[Trunk] | None:
+        """One trunk per image of a batch's trunk, or None if the family cannot (then nothing is cached)."""
+        return None
+
+    def join(self, trunks: list[Trunk]) -> Trunk | None:
+        """The trunk of several images' trunks (their images in order), or None where they do not stack (images of
+        different sizes): the caller then evaluates them one by one."""
+        return None
 
     def losses(self, images: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
         """Per-image summed losses [n] with the current parameters (differentiable w.r.t. all of them)."""

@@ -33,6 +33,7 @@ class FasterRCNNAdapter(HeadAdapter):
 
     final_layers = ("rpn.head.cls_logits", "rpn.head.bbox_pred", "roi_heads.box_predictor.cls_score",
                     "roi_heads.box_predictor.bbox_pred")
+    score_threshold_attr = "roi_heads.score_thresh"
 
     def _rpn_inputs(self, images, targets):
         net = self.net
@@ -102,6 +103,34 @@ class FasterRCNNAdapter(HeadAdapter):
                                                [trunk["roi_regression"][i]])
             losses.append(obj_loss + rpn_box_loss + cls_loss + box_loss)
         return torch.stack(losses)
+
+    def split(self, trunk):
+        starts = [0]
+        for c in trunk["roi_counts"]:
+            starts.append(starts[-1] + c)
+        out = []
+        for i in range(trunk["n"]):
+            count = trunk["roi_counts"][i]
+            out.append({"rpn_t": [t[i:i + 1] for t in trunk["rpn_t"]], "rpn_labels": [trunk["rpn_labels"][i]],
+                        "rpn_regression": [trunk["rpn_regression"][i]],
+                        "box_features": trunk["box_features"][starts[i]:starts[i + 1]], "roi_counts": [count],
+                        "roi_rows": trunk["roi_rows"].new_zeros(count), "roi_labels": [trunk["roi_labels"][i]],
+                        "roi_regression": [trunk["roi_regression"][i]], "n": 1})
+        return out
+
+    def join(self, trunks):
+        if len({tuple(t.shape[1:] for t in trunk["rpn_t"]) for trunk in trunks}) != 1:
+            return None
+        counts = [c for t in trunks for c in t["roi_counts"]]
+        device = trunks[0]["box_features"].device
+        out = {"rpn_t": [torch.cat(levels) for levels in zip(*(t["rpn_t"] for t in trunks))],
+               "box_features": torch.cat([t["box_features"] for t in trunks]), "roi_counts": counts,
+               "roi_rows": torch.repeat_interleave(torch.arange(len(counts), device=device),
+                                                   torch.tensor(counts, device=device)),
+               "n": sum(t["n"] for t in trunks)}
+        for key in ("rpn_labels", "rpn_regression", "roi_labels", "roi_regression"):
+            out[key] = [item for t in trunks for item in t[key]]
+        return out
 
     def head_features(self, images):
         """Global average pool of the RPN tower over every level, with the mean box-head feature of the
