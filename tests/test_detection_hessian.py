@@ -145,8 +145,9 @@ def test_detections_at_a_score_floor_are_the_confident_part_of_all_detections(da
         assert torch.equal(kept["scores"], f["scores"])
 
 
-def test_fused_pseudo_boxes_score_as_detect_then_trunk(data):
-    model = _ready("fcos")
+@pytest.mark.parametrize("kind", KINDS)
+def test_fused_pseudo_boxes_score_as_detect_then_trunk(data, kind):
+    model = _ready(kind)
     images, _ = data["pool"].get_batch(list(range(5)))
     scores = torch.cat([d["scores"] for d in model.detect(images)])
     task = DetectionTask(10, batch_size=4, score_threshold=float(torch.quantile(scores, 0.9)))  # some boxes kept

@@ -17,6 +17,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.models.detection.transform import resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
 
 from ..backbones import TinyBackbone, resnet50_fpn
@@ -56,13 +57,33 @@ class FasterRCNNAdapter(HeadAdapter):
         return boxes
 
     def trunk(self, images, targets):
-        net = self.net
         image_list, targets, features, rpn_t, anchors = self._rpn_inputs(images, targets)
+        return self._trunk(image_list, targets, features, rpn_t, anchors, self._proposals(image_list, rpn_t, anchors))
+
+    def pseudo_trunk(self, images, min_score, keep):
+        """The trunk at the detector's own detections from one pass through the backbone, the RPN and its proposals
+        (instead of one to detect and one for the trunk): the detections are those of ``net(images)`` in eval mode,
+        post-processed at ``min_score``."""
+        net, roi = self.net, self.net.roi_heads
+        original = [tuple(im.shape[-2:]) for im in images]
+        image_list, _, features, rpn_t, anchors = self._rpn_inputs(images, None)
         proposals = self._proposals(image_list, rpn_t, anchors)
+        logits, regression = roi.box_predictor(roi.box_head(roi.box_roi_pool(features, proposals,
+                                                                             image_list.image_sizes)))
+        with self.score_floor(min_score):
+            boxes, scores, labels = roi.postprocess_detections(logits, regression, proposals, image_list.image_sizes)
+        detections = [{"boxes": b, "labels": c, "scores": p} for b, p, c in zip(boxes, scores, labels)]
+        targets = keep(net.transform.postprocess(detections, image_list.image_sizes, original))
+        resized = [dict(t, boxes=resize_boxes(t["boxes"], o, size)) for t, o, size in zip(targets, original,
+                                                                                          image_list.image_sizes)]
+        return self._trunk(image_list, resized, features, rpn_t, anchors, proposals), targets
+
+    def _trunk(self, image_list, targets, features, rpn_t, anchors, proposals):
+        net = self.net
         device = rpn_t[0].device
         rpn_labels, rpn_regression = [], []
         roi_props, roi_labels, roi_regression = [], [], []
-        for i in range(len(images)):
+        for i in range(len(targets)):
             labels_i, matched_i = net.rpn.assign_targets_to_anchors([anchors[i]], [targets[i]])
             rpn_labels.append(labels_i[0])
             rpn_regression.append(net.rpn.box_coder.encode(matched_i, [anchors[i]])[0])
@@ -73,10 +94,10 @@ class FasterRCNNAdapter(HeadAdapter):
             roi_regression.append(regression[0])
         box_features = net.roi_heads.box_head(net.roi_heads.box_roi_pool(features, roi_props, image_list.image_sizes))
         counts = [len(p) for p in roi_props]
-        rows = torch.repeat_interleave(torch.arange(len(images), device=device), torch.tensor(counts, device=device))
+        rows = torch.repeat_interleave(torch.arange(len(targets), device=device), torch.tensor(counts, device=device))
         return {"rpn_t": rpn_t, "rpn_labels": rpn_labels, "rpn_regression": rpn_regression, "box_features": box_features,
                 "roi_counts": counts, "roi_rows": rows, "roi_labels": roi_labels, "roi_regression": roi_regression,
-                "n": len(images)}
+                "n": len(targets)}
 
     def pre_activations(self, trunk, weights):
         rpn_cls, rpn_reg, roi_cls, roi_reg = self.final_layers
