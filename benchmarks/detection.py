@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -67,6 +68,8 @@ def parse_args(argv):
                    help="a strategy's own setting (value as JSON, else a string), as influal run's flag")
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="pseudo-box score threshold (default: the preset's 0.1, the paper's)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: on a shared 2-core "
                    "machine small convolutions ran ~50x slower on two oversubscribed threads than on one)")
     p.add_argument("--fresh", action="store_true", help="delete --out first instead of resuming it")
@@ -88,6 +91,8 @@ def build_config(args) -> ExperimentConfig:
     for name in ("seeds", "rounds"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    if args.score_threshold is not None:
+        changes["task_settings"] = replace(config.task_settings, score_threshold=args.score_threshold)
     return config.replace(**changes) if changes else config
 
 
