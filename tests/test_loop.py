@@ -146,3 +146,13 @@ def test_config_files_of_version_1_read_as_the_same_experiment(name, argv):
         assert migrated.model == "fcos" and migrated.train.warmup_iters == 20 and migrated.train.grad_clip == 10.0
     with pytest.raises(ConfigError, match="config version 3"):
         ExperimentConfig.from_dict({**new, "version": 3})
+
+
+def test_detection_benchmark_sets_the_pseudo_box_threshold_only_when_asked():
+    import benchmarks.detection as bench
+
+    default = bench.build_config(bench.parse_args(["--strategies", "isal"]))
+    higher = bench.build_config(bench.parse_args(["--strategies", "isal", "--score-threshold", "0.3"]))
+    assert default.task_settings.score_threshold == 0.1 == bench.preset(None, ("isal",)).task_settings.score_threshold
+    assert higher.task_settings.score_threshold == 0.3
+    assert higher.replace(task_settings=default.task_settings).to_dict() == default.to_dict()
