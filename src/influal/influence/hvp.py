@@ -12,6 +12,16 @@ from ..core import dist
 from .params import ParamScope
 
 
+def basis_blocks(p: int, chunk: int, like: torch.Tensor):
+    """``(start, stop, E)`` for consecutive blocks of the identity [p, p]: ``E`` holds rows ``start..stop`` (unit
+    vectors, ``like``'s dtype and device), the directions a dense Hessian is built from ``chunk`` at a time."""
+    for start in range(0, p, chunk):
+        stop = min(start + chunk, p)
+        basis = torch.zeros(stop - start, p, dtype=like.dtype, device=like.device)
+        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+        yield start, stop, basis
+
+
 class HessianOperator:
     """``H`` = Hessian of the mean loss over ``ids`` (true labels) w.r.t. a scope, used only through products.
 
@@ -75,10 +85,7 @@ class HessianOperator:
                 return jvp(grad(batch_loss), (theta,), (tangent,))[1]
 
             weight = len(batch_ids) / self.n
-            for start in range(0, p, chunk):
-                stop = min(start + chunk, p)
-                basis = torch.zeros(stop - start, p, dtype=theta.dtype, device=theta.device)
-                basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            for start, stop, basis in basis_blocks(p, chunk, theta):
                 H[start:stop] += vmap(hvp)(basis).detach() * weight
         self.num_products += p
         return 0.5 * (H + H.T)

@@ -27,6 +27,7 @@ from torch import nn
 from ...api import InfluenceHooks
 from ...core.errors import ConfigError
 from ...influence.grads import _functional, gs_layerwise
+from ...influence.hvp import basis_blocks
 from .heads import forward_with_features, last_linear
 
 
@@ -233,9 +234,6 @@ class LastLayerHessian:
     def dense(self, chunk: int = 64) -> torch.Tensor:
         p = self.scope.numel
         H = torch.zeros(p, p, dtype=self.features.dtype, device=self.features.device)
-        for start in range(0, p, chunk):
-            stop = min(start + chunk, p)
-            basis = torch.zeros(stop - start, p, dtype=H.dtype, device=H.device)
-            basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+        for start, stop, basis in basis_blocks(p, chunk, H):
             H[start:stop] = self._products(basis)
         return 0.5 * (H + H.T)

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ...influence.hvp import basis_blocks
 from ...influence.params import ParamScope
 from .gradients import direction_weights, scope_is_final
 from .models import Detector
@@ -91,7 +92,7 @@ class HeadHessian:
                 live = [t for items in z.values() for t, _ in items]
                 leaves = [t.detach().requires_grad_(True) for t in live]
                 it = iter(leaves)
-                loss = self.adapter.image_losses(g, {name: [(next(it), rows) for _, rows in items]
+                loss = self.adapter.image_losses(g, {name: [(next(it), r) for _, r in items]
                                                      for name, items in z.items()}).sum() / count
                 gz = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
                 used = [i for i, d in enumerate(gz) if d is not None and d.requires_grad]
@@ -138,10 +139,7 @@ class HeadHessian:
                 return jvp(grad(lambda flat: self._mean_loss(groups, flat)), (theta,), (tangent,))[1]
 
             weight = len(rows) / self.n
-            for start in range(0, p, chunk):
-                stop = min(start + chunk, p)
-                basis = torch.zeros(stop - start, p, dtype=theta.dtype, device=theta.device)
-                basis[torch.arange(stop - start), torch.arange(start, stop)] = 1.0
+            for start, stop, basis in basis_blocks(p, chunk, theta):
                 H[start:stop] += vmap(hvp)(basis).detach() * weight
         self.num_products += p
         return 0.5 * (H + H.T)
@@ -150,8 +148,8 @@ class HeadHessian:
 def head_hessian(detector: Detector, task, dataset, ids: Sequence[int], scope: ParamScope, batch_size: int,
                  limit: int = CACHE_LIMIT_BYTES) -> HeadHessian | None:
     """A :class:`HeadHessian` on the labeled ``ids`` (their true boxes), or None where the scope reaches beyond the
-    final layers, the family cannot split its trunks, or the cache would pass ``limit`` bytes (estimated from the
-    first batch)."""
+    final layers, the family cannot split its trunks, or the cache would pass ``limit`` bytes (estimated after each
+    batch from the bytes per image so far, so a cache that will not fit stops early)."""
     if not scope_is_final(detector, scope):
         return None
     ids = np.asarray(ids, dtype=np.int64)
