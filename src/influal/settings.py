@@ -25,7 +25,7 @@ from .core.errors import ConfigError
 AUGMENTATIONS = ("none", "crop", "flip_crop")
 SCOPES = ("auto", "last", "weights", "all")
 SOLVERS = ("auto", "lissa", "lissa-auto", "cg", "exact", "identity")
-GS_METHODS = ("auto", "closed", "layerwise", "jvp", "vmap", "loop")
+GS_METHODS = ("auto", "closed", "layerwise", "jvp", "fd", "vmap", "loop")
 MEMORY_FORMATS = ("auto", "channels_last", "preserve")
 
 
@@ -310,7 +310,8 @@ class InfluenceConfig(Settings):
     cg_max_iter: int = setting(200, cli=False)
     cg_tol: float = setting(1e-6, cli=False)
     exact_max_params: int = setting(20_000, cli=False)
-    gs_method: str = setting("auto", cli=False, choices=GS_METHODS)
+    gs_method: str = setting("auto", choices=GS_METHODS,
+                             help="per-item g·s: auto (exact: closed form, layerwise or jvp), fd (two forward passes)")
     batch_size: int = setting(256, cli=False)
     reference_size: int | None = setting(None, help="use a random subset of this many reference items for v")
     memory_format: str = setting("auto", help="layout of the scoring passes", choices=MEMORY_FORMATS)

@@ -35,7 +35,7 @@ from ..core.faults import fault_point
 from ..core.progress import progress_bar
 from ..core.torch_utils import eval_mode
 from ..settings import InfluenceConfig
-from .grads import choose_method, per_sample_dot, per_sample_grads, reference_gradient
+from .grads import choose_method, per_sample_dot, per_sample_grads, reference_gradient, release_perturbed
 from .hvp import HessianOperator, ShardedHessian
 from .layout import channels_last, wants_channels_last
 from .params import ParamScope
@@ -176,13 +176,16 @@ class InfluenceEngine:
         with self._pass():
             batches = self.task.batches(dataset, ids, self.cfg.batch_size)
             total = -(-len(ids) // self.cfg.batch_size)
-            for _, x, y in progress_bar(batches, total=total, desc="scoring", enabled=progress):
-                fault_point("scoring")
-                if targets == "pseudo":  # None lets a task fuse the pseudo-targets into the scoring pass
-                    y = None if fuse else self.task.pseudo_targets(self.model, x)
-                dots = per_sample_dot(self.model, self.task, x, y, self.scope, s, method, self.hooks).detach()
-                out[filled:filled + len(dots)] = dots.cpu().numpy()
-                filled += len(dots)
+            try:
+                for _, x, y in progress_bar(batches, total=total, desc="scoring", enabled=progress):
+                    fault_point("scoring")
+                    if targets == "pseudo":  # None lets a task fuse the pseudo-targets into the scoring pass
+                        y = None if fuse else self.task.pseudo_targets(self.model, x)
+                    dots = per_sample_dot(self.model, self.task, x, y, self.scope, s, method, self.hooks).detach()
+                    out[filled:filled + len(dots)] = dots.cpu().numpy()
+                    filled += len(dots)
+            finally:
+                release_perturbed()  # ``fd`` keeps θ ± h s for the pass's batches
         return dist.gather_rows(out, count)
 
     def gradients(self, dataset, ids, *, targets: str = "pseudo", progress: bool = False) -> torch.Tensor:

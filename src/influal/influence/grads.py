@@ -7,6 +7,11 @@ Per-sample scores never materialise a per-sample gradient of the whole pool:
 - ``layerwise``: for scopes made of nn.Linear / nn.Conv2d weights and biases: one forward, one backward to the
               layers' outputs (per-sample δ, since samples are independent in eval mode), then
               g_i·s = Σ_layers ⟨δ_i, S ⋆ a_i⟩, where S ⋆ a_i applies the layer's slice of s to its input;
+- ``fd``:     central differences along s, (l_i(θ + h s) - l_i(θ - h s)) / 2h: two plain forward passes, so
+              about 2x inference whatever the scope (``layerwise`` and ``jvp`` cost about 3 convolutions per
+              layer); exact up to O(h²) and to the ReLU / max-pool kinks the step crosses (measured on the weight
+              tensors of the small CNN and ResNet-18: Spearman >= 0.9995 against ``layerwise``, relative error
+              about 1e-3; docs/benchmarks.md). Opt-in: ``auto`` keeps the exact methods;
 - ``vmap``:   per-sample gradients of one batch (torch.func.vmap(grad)), reduced against s at once;
 - ``loop``:   batch-size-1 autograd, the reference implementation used by tests and benchmarks.
 """
@@ -81,6 +86,54 @@ def gs_jvp(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) -> 
         return task.loss(with_params(scoped), x, y)
 
     return jvp(losses, (primals,), (tangents,))[1].detach()
+
+
+#: the central-difference step relative to the scope's size: h = FD_STEP · ‖θ‖ / ‖s‖ (measured on float32 CNNs:
+#: 1e-4 is dominated by the kinks it crosses, 1e-6 by rounding; 1e-5 and 3e-5 both rank at Spearman >= 0.9995)
+FD_STEP = 2e-5
+
+_perturbed_cache: dict[str, Any] = {}
+
+
+def perturbed_params(model: nn.Module, scope: ParamScope, s: torch.Tensor, step: float | None = None):
+    """(θ + h s, θ - h s, h) as full parameter dicts for ``functional_call``, with h = step · ‖θ_scope‖ / ‖s‖.
+
+    Each copy keeps its parameter's memory layout (a channels-last pass stays channels-last). The last pair is
+    kept for the next batch of the same pass: the key is s (by identity and version) and every scoped parameter's
+    storage and version, so an optimizer step, a re-strided layout or a new s rebuilds it. ``step`` defaults to
+    :data:`FD_STEP` (read at call time)."""
+    step = FD_STEP if step is None else step
+    key = (id(model), id(s), s._version, step, tuple((p.data_ptr(), p._version) for p in scope.params))
+    if _perturbed_cache.get("key") == key:
+        return _perturbed_cache["value"]
+    base = {n: p.detach() for n, p in model.named_parameters()}
+    s_norm = float(s.norm())
+    theta_norm = float(torch.sqrt(sum((p.detach().double() ** 2).sum() for p in scope.params)))
+    h = step * (theta_norm if theta_norm > 0 else 1.0) / (s_norm if s_norm > 0 else 1.0)
+    plus, minus = dict(base), dict(base)
+    for name, direction in scope.as_dict(s).items():
+        plus[name] = base[name].clone().add_(direction, alpha=h)  # clone keeps the parameter's strides
+        minus[name] = base[name].clone().add_(direction, alpha=-h)
+    value = (plus, minus, h)
+    _perturbed_cache.update(key=key, value=value)
+    return value
+
+
+def release_perturbed() -> None:
+    """Drop the kept (θ + h s, θ - h s) pair (the engine calls it at the end of each scoring pass)."""
+    _perturbed_cache.clear()
+
+
+def gs_fd(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor, step: float | None = None) -> torch.Tensor:
+    """Central differences of every per-sample loss along s: two forward passes (see the module docstring)."""
+    from torch.func import functional_call
+
+    plus, minus, h = perturbed_params(model, scope, s, step)
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        up = task.loss(lambda inp: functional_call(model, (plus, buffers), (inp,)), x, y)
+        down = task.loss(lambda inp: functional_call(model, (minus, buffers), (inp,)), x, y)
+    return ((up - down) / (2 * h)).detach()
 
 
 def gs_vmap(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tensor) -> torch.Tensor:
@@ -173,7 +226,7 @@ def gs_layerwise(model: nn.Module, task, x, y, scope: ParamScope, s: torch.Tenso
     return total.detach()
 
 
-GS_METHODS = {"loop": gs_loop, "jvp": gs_jvp, "vmap": gs_vmap, "layerwise": gs_layerwise}
+GS_METHODS = {"loop": gs_loop, "jvp": gs_jvp, "vmap": gs_vmap, "layerwise": gs_layerwise, "fd": gs_fd}
 
 
 def choose_method(method: str, model: nn.Module, task, scope: ParamScope, hooks=None) -> str:

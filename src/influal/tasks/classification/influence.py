@@ -5,6 +5,8 @@ For a classifier the loss of a sample is ``l(z, y)`` with logits ``z = W f + b``
 
 - the **closed form** for the last layer: ``g·s = (∂l/∂z) · (S_W f + s_b)``;
 - the **JVP of the logits** for any scope: ``g·s = (∂l/∂z) · (J s)``, the argmax pseudo-label from the same pass;
+- **central differences of the logits** for any scope (``fd``): ``J s ≈ (z(θ + h s) - z(θ - h s)) / 2h`` from two
+  plain forward passes, with the pseudo-label and ``∂l/∂z`` taken at their mean (z(θ) + O(h²));
 - the **fused layerwise** path (the engine's per-layer contraction with the pseudo-label from the same pass);
 - the **last-layer Hessian** ``(1/n) Σ_i (∂²l_i/∂z²) ⊗ [f_i; 1][f_i; 1]ᵀ``, exact because the logits are linear
   in (W, b), from features cached in one forward pass.
@@ -26,7 +28,7 @@ from torch import nn
 
 from ...api import InfluenceHooks
 from ...core.errors import ConfigError
-from ...influence.grads import _functional, gs_layerwise
+from ...influence.grads import _functional, gs_layerwise, perturbed_params
 from ...influence.hvp import basis_blocks
 from .heads import forward_with_features, last_linear
 
@@ -110,6 +112,8 @@ class ClassificationInfluence(InfluenceHooks):
                 return self.closed_last(model, inputs, targets, scope, s)
         if method == "jvp":
             return self.jvp_logits(model, inputs, targets, scope, s)
+        if method == "fd":
+            return self.fd_logits(model, inputs, targets, scope, s)
         if method == "layerwise":
             return gs_layerwise(model, self.task, inputs, targets, scope, s, loss_of=self._fused_loss(targets))
         return None
@@ -154,6 +158,19 @@ class ClassificationInfluence(InfluenceHooks):
         logits, dlogits = jvp(lambda scoped: with_params(scoped)(x), (primals,), (scope.as_dict(s),))
         grad, _ = self.logit_grad(logits, y)
         return (grad * dlogits.detach()).sum(1)
+
+    def fd_logits(self, model: nn.Module, x, y, scope, s: torch.Tensor) -> torch.Tensor:
+        """Central differences: two plain forward passes give J s ≈ (z₊ - z₋) / 2h and, from z ≈ (z₊ + z₋) / 2, the
+        pseudo-label and ∂l/∂z; g_i·s = (∂l_i/∂z) · J_i s. About 2x inference on any scope."""
+        from torch.func import functional_call
+
+        plus, minus, h = perturbed_params(model, scope, s)
+        buffers = dict(model.named_buffers())
+        with torch.no_grad():
+            up = functional_call(model, (plus, buffers), (x,))
+            down = functional_call(model, (minus, buffers), (x,))
+            grad, _ = self.logit_grad((up + down) * 0.5, y)
+            return (grad * (up - down)).sum(1) / (2 * h)
 
     # ------------------------------------------------------------------ Hessian
     def hessian(self, model, dataset, ids, scope, batch_size):
