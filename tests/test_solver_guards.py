@@ -287,10 +287,49 @@ def test_lissa_auto_defaults_converge_with_random_minibatches_on_a_510_parameter
     assert info["converged"] is True and info["chain_std_error"] <= info["noise_tol"]
     reference = ConjugateGradient(0.01, 500, 1e-8).solve(engine.hessian(splits.pool, labeled), v)
     assert _rel(result.s, reference.s) < 0.1
-    # influal 0.1's batch of one (hvp_batch_size's default) breaks the chain: now it raises instead of hiding it
+    # influal 0.1's batch of one (hvp_batch_size's default) breaks a chain scaled from the full Hessian: it raises
+    # instead of hiding it; the mini-batch probe (the default) scales the chain for such batches
     with pytest.raises(SolverError, match="diverged"):
-        AutoLiSSA(0.01, 4, batch_size=1).solve(engine.hessian(splits.pool, labeled), v,
-                                               torch.Generator().manual_seed(0))
+        AutoLiSSA(0.01, 4, batch_size=1, probe_draws=0).solve(engine.hessian(splits.pool, labeled), v,
+                                                              torch.Generator().manual_seed(0))
+
+
+class _Outliers:
+    """H = (1/n) Σ_i a_i a_iᵀ, where 4 of 400 items carry 100x the curvature of the others (a well-fitted network's
+    last layer: the few uncertain items dominate): a mini-batch of 64 holding one of them has a Hessian several
+    times the full one's."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.rows = torch.randn(400, 20, generator=g, dtype=torch.float64) * 0.1
+        self.rows[:4] *= 100.0
+        self.n = len(self.rows)
+
+    def full(self, vec):
+        return self.rows.T @ (self.rows @ vec) / self.n
+
+    def sample(self, vec, generator, batch_size):
+        rows = self.rows[torch.randperm(self.n, generator=generator)[:batch_size]]
+        return rows.T @ (rows @ vec) / len(rows)
+
+    def skip_sample(self, generator, batch_size):
+        torch.randperm(self.n, generator=generator)
+
+
+def test_lissa_auto_scales_for_the_largest_minibatch_hessian_not_the_full_one():
+    op = _Outliers()
+    v = torch.ones(20, dtype=torch.float64)
+    eye = torch.eye(20, dtype=torch.float64)
+    exact = torch.linalg.solve(op.full(eye) + 0.5 * eye, v)
+    with pytest.raises(SolverError, match="diverged"):  # scaled from the full Hessian alone
+        AutoLiSSA(0.5, 2, probe_draws=0).solve(op, v, torch.Generator().manual_seed(0))
+    result = AutoLiSSA(0.5, 4).solve(op, v, torch.Generator().manual_seed(0))
+    info = result.info
+    assert info["minibatch_top"] > 2 * info["lambda_max"]  # the probe saw what the full Hessian hides
+    assert info["scale"] == pytest.approx(1.5 * (info["minibatch_top"] + 0.5))
+    assert info["converged"] is True
+    assert info["diverged"] is False
+    assert _rel(result.s, exact) < 0.1
 
 
 def test_lissa_auto_depth_cap_warns_and_is_reported():

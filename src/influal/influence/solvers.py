@@ -264,6 +264,28 @@ def lanczos_extremes(op, dim_like: torch.Tensor, generator: torch.Generator, ite
     return float(ritz[0]), float(ritz[-1])
 
 
+def minibatch_top(op, dim_like: torch.Tensor, generator: torch.Generator, batch_size: int, draws: int = 8,
+                  iters: int = 8) -> float:
+    """The largest ‖H_B‖ (largest eigenvalue in magnitude) over ``draws`` random mini-batches B of ``batch_size``
+    items, each by ``iters`` power-iteration steps on that one batch (``op.sample`` with a generator seeded alike
+    draws the same batch again). Where a few uncertain items carry most of the curvature (a well-fitted network),
+    a mini-batch holding one of them has a Hessian many times the full one's, and a LiSSA scale set from the full
+    Hessian lets the chain grow. The seeds are drawn from ``generator``."""
+    seeds = torch.randint(2 ** 62, (draws,), generator=generator).tolist()
+    top = 0.0
+    for seed in seeds:
+        x = torch.randn(dim_like.shape, generator=torch.Generator().manual_seed(seed), dtype=dim_like.dtype)
+        x = x.to(dim_like.device) / x.norm()
+        for _ in range(iters):
+            y = op.sample(x, torch.Generator().manual_seed(seed), batch_size)
+            norm = y.norm()
+            if not torch.isfinite(norm) or norm == 0:
+                break
+            top = max(top, float(norm))  # ‖H_B x‖ for a unit x: a lower bound on ‖H_B‖, tight as x converges
+            x = y / norm
+    return top
+
+
 class AutoLiSSA:
     """LiSSA with the scale set from the spectrum and an explicit damping λ: s ≈ (H + λI)^-1 v.
 
@@ -271,7 +293,9 @@ class AutoLiSSA:
     negative curvature below -λ/2 (a non-convex scope: the weight tensors of a network), H + λI is indefinite and
     no LiSSA chain converges; with ``adapt_damping`` the damping is raised to λ + 2|λ_min| (a SolverWarning says
     so, ``damping_raised`` and ``requested_damping`` are in the info and the raised one is the effective damping),
-    else SolverError. ``scale = safety · (λ_max + λ)`` makes every mode contract; the depth is chosen so the slowest
+    else SolverError. ``scale = safety · (max(λ_max, ‖H_B‖) + λ)`` makes every mode contract, with ‖H_B‖ the largest
+    of ``probe_draws`` random mini-batches' Hessian norms (:func:`minibatch_top`: where a few items carry most of
+    the curvature, a mini-batch's Hessian is many times the full one's); the depth is chosen so the slowest
     mode (rate 1 - (λ + min(λ_min, 0))/scale) shrinks by ``tol``. It is capped at ``max_depth``: a capped chain
     warns, reports ``depth_capped`` and ``required_depth`` and does not report converged. Mini-batches have at
     least :data:`AUTO_MIN_HVP_BATCH` items through :func:`make_solver`. The result is divided by the scale.
@@ -286,13 +310,14 @@ class AutoLiSSA:
     def __init__(self, damping: float = 0.01, repeats: int = 4, batch_size: int = AUTO_MIN_HVP_BATCH,
                  safety: float = 1.5, tol: float = 1e-3, max_depth: int = 2000, power_iters: int = 30,
                  blowup: float = 10.0, *, on_divergence: str = "raise", noise_tol: float = 5e-2,
-                 adapt_damping: bool = True):
+                 adapt_damping: bool = True, probe_draws: int = 8):
         if damping <= 0:
             raise ConfigError("lissa-auto needs damping > 0 (it sets the convergence rate)")
         _check_on_divergence(on_divergence)
         self.damping, self.repeats, self.batch_size, self.safety = damping, repeats, batch_size, safety
         self.tol, self.max_depth, self.power_iters, self.blowup = tol, max_depth, power_iters, blowup
         self.on_divergence, self.noise_tol, self.adapt_damping = on_divergence, noise_tol, adapt_damping
+        self.probe_draws = probe_draws
 
     def solve(self, op, v: torch.Tensor, generator: torch.Generator) -> SolveResult:
         t0 = time.perf_counter()
@@ -317,7 +342,9 @@ class AutoLiSSA:
                           f"LiSSA chain converges; it solved (H + {lam:.3g} I) s = v instead (the reported "
                           f"effective damping); {advice}", SolverWarning, stacklevel=3)
         slowest = lam + min(lam_min, 0.0)  # the smallest eigenvalue of H + λI, by the estimate
-        scale = self.safety * (lam_max + lam)
+        batch_top = minibatch_top(op, v, generator, batch, self.probe_draws) \
+            if stochastic and self.probe_draws else None
+        scale = self.safety * (max(lam_max, batch_top or 0.0) + lam)
         rate = 1.0 - slowest / scale
         required = max(1, math.ceil(math.log(self.tol) / math.log(rate)))
         depth = min(self.max_depth, required)
@@ -330,9 +357,11 @@ class AutoLiSSA:
                           "'cg' (deterministic, about √κ iterations)", SolverWarning, stacklevel=3)
 
         def hint() -> str:
+            probed = "" if batch_top is None else f", the largest of {self.probe_draws} probed mini-batches' ≈ " \
+                f"{batch_top:.3g}"
             return (f"the mini-batch Hessians exceed the top eigenvalue estimated on the labeled set (λ_max ≈ "
-                    f"{lam_max:.3g}, scale {scale:.3g}) or have negative curvature beyond -{lam:.3g}: raise the "
-                    "HVP batch size or the damping")
+                    f"{lam_max:.3g}{probed}, scale {scale:.3g}) or have negative curvature beyond -{lam:.3g}: raise "
+                    "the HVP batch size or the damping")
 
         chains, trace = _run_chains(
             self.name, op, v, generator, depth=depth, repeats=self.repeats, batch_size=self.batch_size,
@@ -340,7 +369,8 @@ class AutoLiSSA:
             on_divergence=self.on_divergence, finite_hint="increase the damping or the HVP batch size",
             divergence_hint=hint)
         s = torch.stack(chains).mean(0) / scale
-        info.update({"lambda_max": lam_max, "lambda_min": lam_min, "scale": scale, "depth": depth,
+        info.update({"lambda_max": lam_max, "lambda_min": lam_min, "minibatch_top": batch_top, "scale": scale,
+                     "depth": depth,
                      "required_depth": required, "depth_capped": capped, "damping_raised": raised})
         info.update(trace)
         info.update(_chain_report(chains, trace, rate=rate, depth=depth, stochastic=stochastic, tol=self.tol,
