@@ -208,6 +208,7 @@ class Contender:
     run: Callable[[Problem, str, Phases], np.ndarray]  # (problem, scope, phases) -> scores, lower = better
     needs: str | None = None  # the module it imports (None: influal itself)
     note: str = ""
+    scopes: tuple[str, ...] = ("last", "weights")  # where it is run (elsewhere: recorded as unsupported)
 
 
 def available(contender: Contender) -> str | None:
@@ -390,12 +391,18 @@ def _pydvl(kind: str) -> Callable:
     return run
 
 
-def _inference(p: Problem, scope: str, phases: Phases) -> np.ndarray:
+def _inference(p: Problem, scope: str, phases: Phases, layout: bool = False) -> np.ndarray:
+    from influal.influence.layout import channels_last
+
     with phases("forward"):
-        with torch.no_grad():
+        with torch.no_grad(), channels_last(p.model, layout):
             for _, x, _ in p.task.batches(p.data, p.pool_ids, BATCH):
                 p.model(x)
     return np.zeros(len(p.pool_ids))
+
+
+def _inference_cl(p: Problem, scope: str, phases: Phases) -> np.ndarray:
+    return _inference(p, scope, phases, layout=True)
 
 
 CONTENDERS: dict[str, Contender] = {c.name: c for c in [
@@ -406,7 +413,16 @@ CONTENDERS: dict[str, Contender] = {c.name: c for c in [
     Contender("influal-exact", _influal("exact")),
     Contender("influal-lissa", _influal("lissa"), note="the paper's constants: λ = d·scale = 100"),
     Contender("influal-lissa-auto", _influal("lissa-auto")),
+    Contender("inference-cl", _inference_cl, note="plain inference in influal's layout (channels-last weights on "
+                                                  "the CPU, as influal's scoring pass runs)"),
     Contender("influal-identity", _influal("identity")),
+    Contender("influal-fd", _influal("auto", gs_method="fd"), scopes=("weights",),
+              note="the default solve, scoring by central differences along s (two forward passes; on the last "
+                   "layer the closed form is exact and as fast)"),
+    Contender("influal-identity-fd", _influal("identity", gs_method="fd"), scopes=("weights",),
+              note="s = v, scoring by central differences: the scoring pass of influal-fd without its solve"),
+    Contender("influal-lissa-auto-fd", _influal("lissa-auto", gs_method="fd"), scopes=("weights",),
+              note="lissa-auto (λ = 0.01, raised where the curvature is negative), scoring by central differences"),
     Contender("loop", _influal("auto", gs_method="loop"),
               note="influal's default v and solve, scoring by the batch-size-1 autograd loop"),
     Contender("kronfluence-identity", _kronfluence("identity"), "kronfluence",
@@ -434,6 +450,8 @@ def _rss_mb() -> float:
 
 def run_one(contender: Contender, problem: Problem, scope: str) -> dict[str, Any]:
     """Run one contender in this process: its scores, phase times and total (pseudo-labels included)."""
+    if scope not in contender.scopes:
+        raise Unsupported(f"run on the scope{'s' * (len(contender.scopes) > 1)} {', '.join(contender.scopes)} only")
     phases = Phases()
     phases.info = {}
     t0 = time.perf_counter()
@@ -526,8 +544,9 @@ def _load_avg() -> list[float]:
 
 
 def run_grid(models, pools, scopes, contenders, repeats, labeled, reference, threads, timeout, log=print,
-             memory_limit_mb: float = 8000):
-    """Every (model, pool, scope, contender) ``repeats`` times in fresh processes, interleaved."""
+             memory_limit_mb: float = 8000, save: Callable[[list], None] | None = None):
+    """Every (model, pool, scope, contender) ``repeats`` times in fresh processes, interleaved; ``save(rows)`` after
+    each (model, pool), so a long grid that is stopped keeps what it finished."""
     work = Path(tempfile.mkdtemp(prefix="peers-"))
     rows: list[dict[str, Any]] = []
     for model in models:
@@ -571,13 +590,15 @@ def run_grid(models, pools, scopes, contenders, repeats, labeled, reference, thr
                     "peak_rss_mb": _stats([r["peak_rss_mb"] for r in ok]),
                     "setup_rss_mb": _stats([r["setup_rss_mb"] for r in ok]),
                     "scope_params": ok[0].get("scope_params"), "info": ok[0].get("info", {}),
-                    "spearman_vs_exact_last": None if name == "inference" else spearman(scores, exact),
+                    "spearman_vs_exact_last": None if name.startswith("inference") else spearman(scores, exact),
                     "spearman_between_repeats_min": min(reps_agree) if reps_agree else None,
                     "finite": bool(np.isfinite(scores).all()),
                     "load_avg_before": [r["load_avg_before"] for r in done],
                 })
                 rows.append(row)
             _ratios(rows, model, pool)
+            if save is not None:
+                save(rows)
     return rows
 
 
@@ -593,10 +614,11 @@ def _ratios(rows, model, pool) -> None:
         if (r["model"], r["pool"]) != (model, pool) or r["status"] != "ok":
             continue
         base = median_of(r["scope"], "influal")
-        inf = next((x["total_s"]["median"] for x in rows if (x["model"], x["pool"], x["contender"]) ==
-                    (model, pool, "inference") and x["status"] == "ok"), None)
+        for key, name in (("x_inference", "inference"), ("x_inference_cl", "inference-cl")):
+            inf = next((x["total_s"]["median"] for x in rows if (x["model"], x["pool"], x["contender"]) ==
+                        (model, pool, name) and x["status"] == "ok"), None)
+            r[key] = r["total_s"]["median"] / inf if inf else None
         r["x_influal"] = r["total_s"]["median"] / base if base else None
-        r["x_inference"] = r["total_s"]["median"] / inf if inf else None
 
 
 def _fmt(x, digits=2):
@@ -607,25 +629,27 @@ def _fmt(x, digits=2):
 
 def table(rows) -> str:
     head = ("| model | pool | scope | contender | phases, median s | total s (min / median / max) | × influal | "
-            "× inference | peak RSS MB | Spearman vs exact last |\n|---|---|---|---|---|---|---|---|---|---|")
+            "× inference | × inference (CL) | peak RSS MB | Spearman vs exact last |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     seen_inference = set()
     for r in rows:
         key = (r["model"], r["pool"], r["contender"])
-        if r["contender"] == "inference":
+        if r["contender"].startswith("inference"):
             if key in seen_inference:
                 continue
             seen_inference.add(key)
-        scope = "–" if r["contender"] == "inference" else r["scope"]
+        scope = "–" if r["contender"].startswith("inference") else r["scope"]
         if r["status"] != "ok":
             lines.append(f"| {r['model']} | {r['pool']} | {scope} | {r['contender']} | {r['status']}: "
-                         f"{r.get('reason', '')} | | | | | |")
+                         f"{r.get('reason', '')} | | | | | | |")
             continue
         phases = ", ".join(f"{k} {_fmt(v['median'])}" for k, v in r["phases_s"].items())
         t = r["total_s"]
         lines.append(f"| {r['model']} | {r['pool']} | {scope} | {r['contender']} | {phases} | "
                      f"{_fmt(t['min'])} / {_fmt(t['median'])} / {_fmt(t['max'])} | {_fmt(r.get('x_influal'))} | "
-                     f"{_fmt(r.get('x_inference'), 1)} | {_fmt(r['peak_rss_mb']['median'], 0)} | "
+                     f"{_fmt(r.get('x_inference'), 1)} | {_fmt(r.get('x_inference_cl'), 1)} | "
+                     f"{_fmt(r['peak_rss_mb']['median'], 0)} | "
                      f"{_fmt(r['spearman_vs_exact_last'], 3)} |")
     return "\n".join(lines)
 
@@ -657,19 +681,24 @@ def main(argv: list[str] | None = None) -> int:
                                               if (argv if argv is not None else sys.argv[1:]) else "")
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.perf_counter()
+
+    def save(rows, complete=False):
+        result = {"benchmark": "peers", "command": command, "started": started, "complete": complete,
+                  "wall_s": time.perf_counter() - t0, "damping": DAMPING, "labeled": args.labeled,
+                  "reference": args.reference, "repeats": args.repeats, "threads": args.threads,
+                  "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
+                              "processor": platform.processor() or platform.machine()},
+                  "versions": _versions(), "rows": rows}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, args.out)
+
     rows = run_grid(args.models.split(","), [int(x) for x in args.pools.split(",")], args.scopes.split(","),
                     names, args.repeats, args.labeled, args.reference, args.threads, args.timeout,
-                    log=lambda m: print(m, file=sys.stderr, flush=True), memory_limit_mb=args.memory_limit_mb)
-    result = {"benchmark": "peers", "command": command, "started": started,
-              "wall_s": time.perf_counter() - t0, "damping": DAMPING, "labeled": args.labeled,
-              "reference": args.reference, "repeats": args.repeats, "threads": args.threads,
-              "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                          "processor": platform.processor() or platform.machine()},
-              "versions": _versions(), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.out)
+                    log=lambda m: print(m, file=sys.stderr, flush=True), memory_limit_mb=args.memory_limit_mb,
+                    save=save)
+    save(rows, complete=True)
     print(table(rows))
     return 0
 
