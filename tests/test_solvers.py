@@ -157,3 +157,20 @@ def test_last_layer_hessian_from_cached_features_matches_double_backward():
     b = generic.sample(vec, torch.Generator().manual_seed(4), 8)  # same draw of labeled items
     assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
     assert float(torch.linalg.eigvalsh(cached.dense().double())[0]) > -1e-8  # convex in the last layer
+
+
+def test_the_identity_solve_builds_no_hessian():
+    from influal.influence import InfluenceEngine
+    from influal.settings import InfluenceConfig
+
+    splits, model, task, labeled = _trained_problem()
+    engine = InfluenceEngine(model, task, InfluenceConfig(scope="last", solver="identity"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the identity solve asked for the Hessian")
+
+    engine.hessian = refuse
+    v = engine.reference_gradient(splits.val, np.arange(len(splits.val)))
+    result = engine.solve(v, splits.pool, labeled, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(result.s, v)
+    assert result.info["converged"] is True

@@ -159,7 +159,9 @@ class InfluenceEngine:
         solver = make_solver(self.cfg) if solver is None else solver
         stochastic = getattr(solver, "stochastic", False)
         with eval_mode(self.model):
-            return solver.solve(self.hessian(dataset, labeled_ids, sharded=not stochastic), v, generator)
+            op = self.hessian(dataset, labeled_ids, sharded=not stochastic) \
+                if getattr(solver, "needs_hessian", True) else None
+            return solver.solve(op, v, generator)
 
     def dots(self, dataset, ids, s: torch.Tensor, *, targets: str = "pseudo", method: str | None = None,
              progress: bool = False) -> np.ndarray:

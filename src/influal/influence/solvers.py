@@ -473,6 +473,7 @@ class IdentitySolver:
     """
 
     name = "identity"
+    needs_hessian = False  # the engine does not build the operator for it (a cached-feature pass on the last layer)
 
     def solve(self, op, v: torch.Tensor, generator: torch.Generator | None = None) -> SolveResult:
         return SolveResult(v.clone(), self.name, math.inf, {"converged": True, "final_residual": 0.0})
