@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     default_step = grads.FD_STEP
     steps = [float(x) for x in args.steps.split(",")]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    results = [measure(m, args.pool, steps, args.repeats) for m in args.models.split(",")]
+    try:
+        results = [measure(m, args.pool, steps, args.repeats) for m in args.models.split(",")]
+    finally:
+        grads.FD_STEP = default_step  # measure() sets the module default per step
     out = {"benchmark": "fd_scoring", "started": started, "threads": args.threads, "default_step": default_step,
            "load_avg_at_end": [round(x, 2) for x in os.getloadavg()], "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

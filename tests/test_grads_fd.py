@@ -55,7 +55,6 @@ def test_fd_converges_like_h_squared_on_a_smooth_float64_model():
     loop = gs_loop(model, task, x, pseudo, scope, s).numpy()
     errors = []
     for step in (1e-2, 1e-3):
-        plus, minus, h = perturbed_params(model, scope, s, step)
         errors.append(_rel_err(gs_fd(model, task, x, pseudo, scope, s, step).numpy(), loop))
         grads.release_perturbed()
     assert errors[1] < errors[0] / 50  # second order: 10x smaller step, ~100x smaller error

@@ -10,8 +10,8 @@ Per-sample scores never materialise a per-sample gradient of the whole pool:
 - ``fd``:     central differences along s, (l_i(θ + h s) - l_i(θ - h s)) / 2h: two plain forward passes, so
               about 2x inference whatever the scope (``layerwise`` and ``jvp`` cost about 3 convolutions per
               layer); exact up to O(h²) and to the ReLU / max-pool kinks the step crosses (measured on the weight
-              tensors of the small CNN and ResNet-18: Spearman >= 0.9995 against ``layerwise``, relative error
-              about 1e-3; docs/benchmarks.md). Opt-in: ``auto`` keeps the exact methods;
+              tensors of the trained small CNN and ResNet-18: Spearman 0.99999 / 0.9999 against ``layerwise``,
+              relative error 9e-4 / 3e-3; docs/benchmarks.md). Opt-in: ``auto`` keeps the exact methods;
 - ``vmap``:   per-sample gradients of one batch (torch.func.vmap(grad)), reduced against s at once;
 - ``loop``:   batch-size-1 autograd, the reference implementation used by tests and benchmarks.
 """
