@@ -423,6 +423,10 @@ CONTENDERS: dict[str, Contender] = {c.name: c for c in [
               note="s = v, scoring by central differences: the scoring pass of influal-fd without its solve"),
     Contender("influal-lissa-auto-fd", _influal("lissa-auto", gs_method="fd"), scopes=("weights",),
               note="lissa-auto (λ = 0.01, raised where the curvature is negative), scoring by central differences"),
+    Contender("influal-ekfac", _influal("ekfac"), note="EK-FAC curvature (the one kronfluence-ekfac uses), closed-form "
+              "solve, exact layerwise scoring"),
+    Contender("influal-ekfac-fd", _influal("ekfac", gs_method="fd"), scopes=("weights",),
+              note="EK-FAC solve, scoring by central differences along s"),
     Contender("loop", _influal("auto", gs_method="loop"),
               note="influal's default v and solve, scoring by the batch-size-1 autograd loop"),
     Contender("kronfluence-identity", _kronfluence("identity"), "kronfluence",

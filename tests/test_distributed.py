@@ -200,8 +200,9 @@ def _isal(rank: int, world: int, init: str, out: str, settings: dict) -> None:
 
 @pytest.mark.parametrize("settings", [{"scope": "last", "solver": "cg"}, {"scope": "last", "solver": "exact"},
                                       {"scope": "weights", "solver": "lissa", "lissa_depth": 20, "lissa_repeats": 3,
-                                       "hvp_batch_size": 8, "scale": 100.0}],
-                         ids=["cg", "exact", "lissa"])
+                                       "hvp_batch_size": 8, "scale": 100.0},
+                                      {"scope": "all", "solver": "ekfac", "damping": 0.1, "batch_size": 8}],
+                         ids=["cg", "exact", "lissa", "ekfac"])
 def test_sharded_isal_selects_the_same_ids_with_scores_within_1e_5(tmp_path, settings):
     """One model, ISAL in one process and over two ranks: v, the Hessian (or LiSSA's chains) and the scoring pass
     sharded, the scores gathered back into pool order."""

@@ -73,6 +73,7 @@ class InfluenceHooks:
 
     fuses_pseudo_targets: bool = False  # per_sample_dot(targets=None) takes the pseudo-targets from its own pass
     prefers_channels_last: bool = False  # CPU passes over convolutions may run channels-last (measured faster)
+    layers_are_modules: bool = True  # the loss runs the scope's layers through their modules (K-FAC's hooks see them)
 
     def scope_names(self, model: nn.Module, scope: str) -> list[str] | None:
         """The parameter names a named scope (``"last"``) means for this model, or None if the task defines none."""
@@ -102,6 +103,14 @@ class InfluenceHooks:
     def per_sample_grads(self, model: nn.Module, inputs: Any, targets: Any, scope: Any) -> torch.Tensor | None:
         """Every sample's flat gradient on ``scope`` [n, scope.numel] (``targets=None``: the pseudo-targets), or
         None for the engine's generic path (one backward per sample)."""
+        return None
+
+    def fisher_loss(self, model: nn.Module, inputs: Any, uniforms: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample losses [n] at targets drawn from the model's own predictive distribution, so that their
+        gradients' covariance is the Gauss-Newton matrix in expectation (the K-FAC solvers' "true" Fisher), or
+        None: those solvers then take the training loss at the true labels (the empirical Fisher). Item i's draw
+        comes from ``uniforms[i]`` (float64 in [0, 1), on the CPU), so it depends on the item, not on the batch
+        or the rank it falls in."""
         return None
 
     def hessian(self, model: nn.Module, dataset: Dataset, ids: np.ndarray, scope: Any, batch_size: int):

@@ -24,7 +24,7 @@ from .core.errors import ConfigError
 
 AUGMENTATIONS = ("none", "crop", "flip_crop")
 SCOPES = ("auto", "last", "weights", "all")
-SOLVERS = ("auto", "lissa", "lissa-auto", "cg", "exact", "identity")
+SOLVERS = ("auto", "lissa", "lissa-auto", "cg", "exact", "identity", "ekfac", "kfac")
 GS_METHODS = ("auto", "closed", "layerwise", "jvp", "fd", "vmap", "loop")
 MEMORY_FORMATS = ("auto", "channels_last", "preserve")
 
@@ -275,6 +275,10 @@ class InfluenceConfig(Settings):
       ``cg``         conjugate gradient on ``(H + damping I) x = v``.
       ``exact``      dense Hessian + Cholesky (scopes up to ``exact_max_params`` parameters).
       ``identity``   ``s = v`` (the official code's "gradient similarity" ablation).
+      ``ekfac``      ``(C + λI)^-1 v`` in closed form, C the eigenvalue-corrected Kronecker-factored Gauss-Newton
+                     matrix of the scope's nn.Linear / nn.Conv2d layers (George et al. 2018), fitted in two
+                     passes over the labeled set; an approximation of H, cheap on a whole network's weights.
+      ``kfac``       the same with K-FAC's eigenvalues (one pass).
 
     The defaults are ``auto`` and the *task* resolves them (the engine never guesses): a classifier with a final
     nn.Linear gets scope ``last`` solved by ``cg`` at λ = 0.01, because its loss is convex in that layer, so

@@ -17,9 +17,11 @@ with _warnings.catch_warnings():
 from .engine import InfluenceEngine, InfluenceResult, resolve_config
 from .grads import per_sample_dot, reference_gradient
 from .hvp import HessianOperator
+from .kfac import KroneckerCurvature
 from .params import ParamScope
-from .solvers import AutoLiSSA, ConjugateGradient, ExactSolver, IdentitySolver, LiSSA, SolveResult, make_solver
+from .solvers import (AutoLiSSA, ConjugateGradient, ExactSolver, IdentitySolver, KroneckerSolver, LiSSA, SolveResult,
+                      make_solver)
 
 __all__ = ["AutoLiSSA", "ConjugateGradient", "ExactSolver", "HessianOperator", "IdentitySolver",
-           "InfluenceEngine", "InfluenceResult", "LiSSA", "ParamScope", "SolveResult", "make_solver", "resolve_config",
+           "InfluenceEngine", "InfluenceResult", "KroneckerCurvature", "KroneckerSolver", "LiSSA", "ParamScope", "SolveResult", "make_solver", "resolve_config",
            "per_sample_dot", "reference_gradient"]

@@ -37,6 +37,7 @@ from ..core.torch_utils import eval_mode
 from ..settings import InfluenceConfig
 from .grads import choose_method, per_sample_dot, per_sample_grads, reference_gradient, release_perturbed
 from .hvp import HessianOperator, ShardedHessian
+from .kfac import KroneckerCurvature, layer_blocks
 from .layout import channels_last, wants_channels_last
 from .params import ParamScope
 from .solvers import SolveResult, make_solver
@@ -110,6 +111,12 @@ class InfluenceEngine:
         self.cfg = cfg = resolve_config(cfg, model, task, scope)
         self.scope = ParamScope(model, cfg.scope if scope is None else scope, self.hooks)
         self.method = choose_method(cfg.gs_method, model, task, self.scope, self.hooks)
+        if cfg.solver in ("ekfac", "kfac"):  # what K-FAC cannot serve fails here, before any pass
+            if self.hooks is not None and not self.hooks.layers_are_modules:
+                raise ConfigError(f"solvers kfac / ekfac read each layer's inputs and output gradients from its "
+                                  f"module's forward, and {type(task).__name__}'s loss applies its layers otherwise; "
+                                  f"use solver cg, lissa or lissa-auto")
+            layer_blocks(model, self.scope)
 
     @property
     def effective_damping(self) -> float:
@@ -159,8 +166,14 @@ class InfluenceEngine:
         solver = make_solver(self.cfg) if solver is None else solver
         stochastic = getattr(solver, "stochastic", False)
         with eval_mode(self.model):
-            op = self.hessian(dataset, labeled_ids, sharded=not stochastic) \
-                if getattr(solver, "needs_hessian", True) else None
+            if getattr(solver, "kronecker", False):
+                op = KroneckerCurvature(self.model, self.task, self.scope, self.hooks,
+                                        eigen_correction=solver.eigen_correction)
+                op.fit(dataset, np.asarray(labeled_ids, dtype=np.int64), self.cfg.batch_size, generator)  # shards itself
+            elif getattr(solver, "needs_hessian", True):
+                op = self.hessian(dataset, labeled_ids, sharded=not stochastic)
+            else:
+                op = None
             return solver.solve(op, v, generator)
 
     def dots(self, dataset, ids, s: torch.Tensor, *, targets: str = "pseudo", method: str | None = None,

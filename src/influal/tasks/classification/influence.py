@@ -105,6 +105,18 @@ class ClassificationInfluence(InfluenceHooks):
 
         return vmap(hessian(one), in_dims=(0, 0))(logits.detach(), y).detach()
 
+    def fisher_loss(self, model, inputs, uniforms):
+        """Cross-entropy at labels drawn from the model's softmax. Its gradients' covariance is the Gauss-Newton
+        matrix Jᵀ(diag(p) - ppᵀ)J in expectation, which is also the built-in loss's with label smoothing (the
+        smoothing shifts the gradient, not the logit Hessian). A custom ``logit_loss``: None (empirical Fisher)."""
+        if not self.builtin_loss:
+            return None
+        logits = model(inputs)
+        cdf = F.softmax(logits.detach().double(), dim=1).cumsum(1).cpu()
+        y = torch.searchsorted(cdf, uniforms.reshape(-1, 1)).squeeze(1).clamp_max(cdf.shape[1] - 1)  # inverse CDF
+        y = y.to(logits.device)
+        return F.cross_entropy(logits, y, reduction="none")
+
     # ------------------------------------------------------------------ per-sample g·s
     def per_sample_dot(self, model, inputs, targets, scope, s, method):
         if method == "closed":

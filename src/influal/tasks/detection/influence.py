@@ -20,6 +20,7 @@ from .task import keep_confident
 
 class DetectionInfluence(InfluenceHooks):
     fuses_pseudo_targets = True
+    layers_are_modules = False  # the losses apply the head's final layers functionally on a no-grad trunk
 
     def __init__(self, task):
         self.task = task
