@@ -134,7 +134,9 @@ def test_influence_engine_scores_detector_images_with_the_fast_path(data):
     for i in range(len(data["val"])):
         im, t = data["val"].get_batch([i])
         brute += engine.scope.grad(task.loss(model, im, t).sum())
-    assert torch.allclose(v, brute, rtol=1e-4, atol=1e-7)
+    # float32 sums of a padded batch against one image at a time: entries near zero differ by rounding, which
+    # depends on the CPU's kernels (failed on an AMD EPYC at atol 1e-7), so the floor is relative to v's scale
+    assert torch.allclose(v, brute, rtol=1e-4, atol=1e-5 * float(brute.abs().max()))
     ids = np.arange(5)
     dots = engine.dots(data["pool"], ids, v, targets="true")
     loop = engine.dots(data["pool"], ids, v, targets="true", method="loop")
