@@ -107,12 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         results = [measure(m, args.pool, steps, args.repeats) for m in args.models.split(",")]
     finally:
         grads.FD_STEP = default_step  # measure() sets the module default per step
-    out = {"benchmark": "fd_scoring", "started": started, "threads": args.threads, "default_step": default_step,
-           "load_avg_at_end": [round(x, 2) for x in os.getloadavg()], "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    save(args.out, {"benchmark": "fd_scoring", "started": started, "threads": args.threads,
+                    "default_step": default_step, "results": results})
     print(table(results))
     return 0
+
+
+def save(path: str, out: dict) -> None:
+    """Write a benchmark's results as JSON, with the load average at the end of the run."""
+    out = {**out, "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

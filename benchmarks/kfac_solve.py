@@ -13,15 +13,13 @@ Results: ``benchmarks/results/kfac_solve.json`` and a markdown table on stdout.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.fd_scoring import overlap
+from benchmarks.fd_scoring import _time, overlap, save
 from benchmarks.peers import build_problem, spearman
 from influal.core.errors import SolverError
 from influal.influence import InfluenceEngine
@@ -30,12 +28,6 @@ from influal.settings import InfluenceConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 APPROXIMATE = ("ekfac", "kfac", "identity")
-
-
-def _time(fn) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
 
 
 def _stats(ts: list[float]) -> dict[str, float]:
@@ -135,10 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = [measure(m, args.pool, args.repeats, args.damping, args.cg_max_iter) for m in args.models.split(",")]
-    out = {"benchmark": "kfac_solve", "started": started, "threads": args.threads,
-           "load_avg_at_end": [round(x, 2) for x in os.getloadavg()], "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    save(args.out, {"benchmark": "kfac_solve", "started": started, "threads": args.threads, "results": results})
     print(table(results))
     return 0
 
